@@ -1,0 +1,1 @@
+"""Pure nn.Module architectures: no I/O, no registry, no CLI."""

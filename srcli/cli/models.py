@@ -1,0 +1,252 @@
+"""``srcli models``: list, describe, download, verify and locate model weights."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from srcli.cli.common import (
+    CacheDirOpt,
+    JsonOpt,
+    OfflineOpt,
+    console,
+    download_progress,
+    err_console,
+    human_bytes,
+    human_count,
+)
+from srcli.errors import SrcliError, UsageError
+from srcli.hub.cache import cache_root, entry_path, offline_requested, verify_file
+from srcli.hub.download import fetch
+from srcli.hub.loading import cached_weights
+from srcli.hub.manifest import get_entry, load_manifest
+from srcli.registry import ModelSpec, get_model, list_models
+
+app = typer.Typer(help="List, describe, download and verify models and their weights.", no_args_is_help=True)
+
+
+def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
+    cached = cached_weights(spec, root)
+    manifest = load_manifest()
+    weights = {}
+    for scale in spec.weight_scales:
+        entry = manifest.get(spec.weights_key(scale))
+        path = cached.get(scale)
+        weights[f"x{scale}"] = {
+            "key": spec.weights_key(scale),
+            "file": entry.file if entry else None,
+            "sha256": entry.sha256 if entry else None,
+            "size": entry.size if entry else None,
+            "downloadable": bool(entry and entry.downloadable),
+            "cached": path is not None,
+            "path": str(path) if path else None,
+            "cached_bytes": path.stat().st_size if path else None,
+        }
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "aliases": list(spec.aliases),
+        "summary": spec.summary,
+        "scales": list(spec.scales),
+        "weight_scales": list(spec.weight_scales),
+        "params": {f"x{s}": n for s, n in spec.params.items()},
+        "implemented": spec.implemented,
+        "value_range": list(spec.value_range),
+        "protocol": spec.protocol.describe(),
+        "safe_precisions": ["fp32", *spec.safe_precisions],
+        "licence": spec.licence,
+        "paper": {
+            "title": spec.paper.title,
+            "venue": spec.paper.venue,
+            "url": spec.paper.url,
+            "table": spec.paper.table,
+        },
+        "weights": weights,
+    }
+
+
+@app.command("list")
+def list_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Every model, its scales, parameters, licence and whether its weights are cached."""
+    root = cache_root(cache_dir)
+    records = [_model_record(spec, root) for spec in list_models()]
+    if as_json:
+        console.print_json(json.dumps(records))
+        return
+    table = Table(title=f"srcli models  (cache: {root})", title_justify="left")
+    for col in ("model", "family", "scales", "params", "weights cached", "licence"):
+        table.add_column(col, overflow="fold")
+    for rec in records:
+        params = sorted({human_count(n) for n in rec["params"].values()}) or ["-"]
+        cells = []
+        for scale, w in rec["weights"].items():
+            if w["cached"]:
+                cells.append(f"[green]{scale} ✓ {human_bytes(w['cached_bytes'])}[/green]")
+            else:
+                cells.append(f"[dim]{scale} -[/dim]")
+        if not rec["weights"]:
+            cells = ["[dim]none needed[/dim]"] if rec["name"] == "bicubic" else ["[dim]none published[/dim]"]
+        name = rec["name"] if rec["implemented"] else f"{rec['name']} [dim](planned)[/dim]"
+        table.add_row(
+            name,
+            rec["family"],
+            " ".join(f"x{s}" for s in rec["scales"]),
+            "/".join(params),
+            "  ".join(cells),
+            rec["licence"],
+        )
+    console.print(table)
+
+
+@app.command("info")
+def info_cmd(
+    name: Annotated[str, typer.Argument(help="Model name or alias.")],
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Everything the registry knows about one model, and where its weights come from."""
+    spec = get_model(name)
+    rec = _model_record(spec, cache_root(cache_dir))
+    if as_json:
+        console.print_json(json.dumps(rec))
+        return
+    console.print(f"[bold]{spec.name}[/bold] ({spec.family}) — {spec.summary}")
+    if spec.aliases:
+        console.print(f"aliases: {', '.join(spec.aliases)}")
+    console.print(f"paper: {spec.paper.title}, {spec.paper.venue} {spec.paper.url}".rstrip())
+    if spec.paper.table:
+        console.print(f"published numbers: {spec.paper.table}")
+    console.print(
+        f"scales: {', '.join(f'x{s}' for s in spec.scales)}; "
+        f"parameters: {', '.join(f'x{s} {n:,}' for s, n in spec.params.items()) or 'not counted yet'}"
+    )
+    lo, hi = spec.value_range
+    console.print(
+        f"input range: [{lo:g}, {hi:g}]; pad to multiple of {spec.pad_multiple}; "
+        f"min input side {spec.min_size} px; reference protocol: {spec.protocol.describe()}"
+    )
+    console.print(
+        f"precisions: fp32{''.join(', ' + p for p in spec.safe_precisions)}; licence: {spec.licence}"
+    )
+    if not spec.implemented:
+        console.print(f"[yellow]architecture not implemented yet ({spec.unavailable})[/yellow]")
+    if spec.notes:
+        console.print(f"note: {spec.notes}")
+    manifest = load_manifest()
+    root = cache_root(cache_dir)
+    for scale in spec.weight_scales:
+        entry = manifest.get(spec.weights_key(scale))
+        if entry is None:
+            continue
+        where = entry_path(entry, root)
+        state = "[green]cached[/green]" if where.is_file() else "[dim]not cached[/dim]"
+        console.print(f"\n[bold]x{scale}[/bold] {entry.file} ({state}) → {where}")
+        for i, url in enumerate(entry.urls):
+            console.print(f"  {'url' if i == 0 else 'mirror'}: {url}", highlight=False)
+        if entry.sha256:
+            console.print(f"  sha256: {entry.sha256}" + (f", {entry.size:,} bytes" if entry.size else ""))
+        else:
+            console.print("  sha256: not published upstream; recorded on first download and checked after")
+        if entry.manual:
+            console.print(f"  [yellow]manual:[/yellow] {entry.manual}", highlight=False)
+        console.print(f"  licence: {entry.licence}; source: {entry.source}", highlight=False)
+
+
+def _selected_scales(spec: ModelSpec, scale: int | None, all_scales: bool) -> list[int]:
+    if scale is not None:
+        if scale not in spec.weight_scales:
+            spec.check_scale(scale)
+            raise UsageError(f"no published weights for '{spec.name}' x{scale}")
+        return [scale]
+    if all_scales or len(spec.weight_scales) <= 1:
+        return list(spec.weight_scales)
+    raise UsageError(f"'{spec.name}' has weights for several scales: pick one with -s or use --all")
+
+
+@app.command("download")
+def download_cmd(
+    names: Annotated[list[str], typer.Argument(help="Model names (or 'all').")],
+    scale: Annotated[int | None, typer.Option("-s", "--scale", help="Scale to fetch.")] = None,
+    all_scales: Annotated[bool, typer.Option("--all", help="Every scale with pinned weights.")] = False,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Fetch pinned weights into the cache (resumable, verified)."""
+    specs = list_models() if names == ["all"] else [get_model(n) for n in names]
+    if names == ["all"]:
+        all_scales = True
+    root = cache_root(cache_dir)
+    failed: list[str] = []
+    with download_progress() as report:
+        for spec in specs:
+            if not spec.needs_weights or not spec.weight_scales:
+                continue
+            for s in _selected_scales(spec, scale, all_scales):
+                entry = get_entry(spec.weights_key(s))
+                try:
+                    path = fetch(entry, root, offline=offline_requested(offline), reporter=report)
+                    console.print(f"[green]✓[/green] {entry.key}: {path}", highlight=False)
+                except SrcliError as exc:
+                    failed.append(entry.key)
+                    err_console.print(f"[red]✗[/red] {exc}", highlight=False)
+    if failed:
+        err_console.print(f"[red]{len(failed)} failed:[/red] {', '.join(failed)}")
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Re-hash every cached checkpoint against its pinned or recorded sha256."""
+    root = cache_root(cache_dir)
+    results = [verify_file(entry, entry_path(entry, root)) for entry in load_manifest().values()]
+    present = [r for r in results if r.status != "missing"]
+    bad = [r for r in present if not r.ok]
+    if as_json:
+        console.print_json(
+            json.dumps(
+                [
+                    {
+                        "key": r.entry.key,
+                        "path": str(r.path),
+                        "status": r.status,
+                        "sha256": r.sha256,
+                        "expected": r.expected,
+                        "source": r.source,
+                    }
+                    for r in present
+                ]
+            )
+        )
+    else:
+        table = Table(title=f"cached weights in {root}", title_justify="left")
+        for col in ("weights", "status", "sha256", "checked against"):
+            table.add_column(col, overflow="fold")
+        for r in present:
+            colour = "green" if r.ok else "red"
+            table.add_row(r.entry.key, f"[{colour}]{r.status}[/{colour}]", (r.sha256 or "")[:16], r.source)
+        console.print(table if present else f"nothing cached in {root}")
+    if bad:
+        err_console.print(
+            f"[red]{len(bad)} damaged: {', '.join(r.entry.key for r in bad)}; "
+            "delete them and run 'srcli models download' again[/red]"
+        )
+        raise typer.Exit(1)
+
+
+@app.command("path")
+def path_cmd(
+    name: Annotated[str | None, typer.Argument(help="Model (prints where its files go).")] = None,
+    scale: Annotated[int | None, typer.Option("-s", "--scale")] = None,
+    cache_dir: CacheDirOpt = None,
+) -> None:
+    """Print the cache folder, or the path a model's checkpoint has (or would have) in it."""
+    root = cache_root(cache_dir)
+    if name is None:
+        console.print(str(root), highlight=False, soft_wrap=True)
+        return
+    spec = get_model(name)
+    for s in [scale] if scale is not None else spec.weight_scales:
+        console.print(str(entry_path(get_entry(spec.weights_key(s)), root)), highlight=False, soft_wrap=True)

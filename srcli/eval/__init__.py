@@ -1,0 +1,1 @@
+"""Evaluation: MATLAB-compatible metrics, data sets, published tables."""

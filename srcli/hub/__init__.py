@@ -1,0 +1,1 @@
+"""Weights: the pinned manifest, the user cache, downloads and checkpoint loading."""

@@ -1,0 +1,139 @@
+"""The user cache: where weights live, what is there, and whether it is intact.
+
+Layout under the cache root::
+
+    weights/<model>.x<scale>/<file>          the checkpoint, exactly as upstream serves it
+    weights/<model>.x<scale>/<file>.sha256   hash recorded on first download (only where
+                                             weights.toml pins none)
+    weights/<model>.x<scale>/<file>.partial  an interrupted download, resumed next time
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from srcli.errors import HashMismatchError
+from srcli.hub.manifest import WeightsEntry
+
+CACHE_ENV = "SRCLI_CACHE_DIR"
+OFFLINE_ENV = "SRCLI_OFFLINE"
+
+
+def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """The cache root: ``override``, else ``$SRCLI_CACHE_DIR``, else the platform user cache dir."""
+    if override:
+        return Path(override).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("srcli", appauthor=False))
+
+
+def offline_requested(flag: bool | None = None) -> bool:
+    """True when ``flag`` is set or ``$SRCLI_OFFLINE`` is a true value."""
+    if flag:
+        return True
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def entry_dir(entry: WeightsEntry, root: Path) -> Path:
+    """Folder that holds ``entry``'s file."""
+    return root / "weights" / entry.key
+
+
+def entry_path(entry: WeightsEntry, root: Path) -> Path:
+    """Final path of ``entry``'s file in the cache (it may not exist)."""
+    return entry_dir(entry, root) / entry.file
+
+
+def recorded_hash_path(path: Path) -> Path:
+    """Sidecar that holds a hash recorded on first download."""
+    return path.with_name(path.name + ".sha256")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_recorded_hash(path: Path) -> str | None:
+    """The hash recorded for ``path`` on its first download, if any."""
+    sidecar = recorded_hash_path(path)
+    if not sidecar.is_file():
+        return None
+    return json.loads(sidecar.read_text(encoding="utf-8"))["sha256"]
+
+
+def write_recorded_hash(path: Path, sha256: str, url: str) -> None:
+    """Record ``sha256`` beside ``path`` (atomically) so later uses can be verified."""
+    sidecar = recorded_hash_path(path)
+    tmp = sidecar.with_name(sidecar.name + ".tmp")
+    tmp.write_text(json.dumps({"sha256": sha256, "size": path.stat().st_size, "url": url}), encoding="utf-8")
+    os.replace(tmp, sidecar)
+
+
+def expected_hash(entry: WeightsEntry, path: Path) -> tuple[str | None, str]:
+    """The hash ``path`` must have and where it comes from (``pinned``, ``recorded`` or ``none``)."""
+    if entry.sha256:
+        return entry.sha256, "pinned"
+    recorded = read_recorded_hash(path)
+    if recorded:
+        return recorded, "recorded"
+    return None, "none"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of re-hashing one cached file."""
+
+    entry: WeightsEntry
+    path: Path
+    status: str  # "ok", "missing", "size-mismatch", "hash-mismatch", "unpinned"
+    sha256: str | None = None
+    expected: str | None = None
+    source: str = "none"
+
+    @property
+    def ok(self) -> bool:
+        """True for an intact file (or a missing one, which is not damage)."""
+        return self.status in {"ok", "missing", "unpinned"}
+
+
+def verify_file(entry: WeightsEntry, path: Path) -> Verification:
+    """Check size and sha256 of ``path`` against the pinned or recorded values."""
+    if not path.is_file():
+        return Verification(entry, path, "missing")
+    if entry.size is not None and path.stat().st_size != entry.size:
+        return Verification(entry, path, "size-mismatch", expected=entry.sha256, source="pinned")
+    actual = sha256_file(path)
+    expected, source = expected_hash(entry, path)
+    if expected is None:
+        return Verification(entry, path, "unpinned", sha256=actual)
+    status = "ok" if actual == expected else "hash-mismatch"
+    return Verification(entry, path, status, sha256=actual, expected=expected, source=source)
+
+
+def require_intact(entry: WeightsEntry, path: Path) -> str:
+    """Verify ``path`` and return its sha256, or raise ``HashMismatchError`` explaining the damage."""
+    result = verify_file(entry, path)
+    if result.status in {"ok", "unpinned"}:
+        return result.sha256 or ""
+    if result.status == "size-mismatch":
+        raise HashMismatchError(
+            f"{path}: size {path.stat().st_size} bytes, expected {entry.size} for '{entry.key}'; "
+            "delete it and download again ('srcli models download')"
+        )
+    raise HashMismatchError(
+        f"{path}: sha256 {result.sha256} does not match the {result.source} {result.expected} "
+        f"for '{entry.key}'; delete it and download again ('srcli models download')"
+    )

@@ -1,0 +1,81 @@
+"""weights.toml: the pinned facts (URLs, sha256, size, licence) of every checkpoint."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from srcli.errors import WeightsError
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One pinned checkpoint file."""
+
+    key: str
+    file: str
+    urls: tuple[str, ...]
+    sha256: str | None
+    size: int | None
+    licence: str
+    source: str
+    note: str = ""
+    manual: str = ""
+
+    @property
+    def downloadable(self) -> bool:
+        """True when at least one URL is known."""
+        return bool(self.urls)
+
+
+def manifest_path() -> Path:
+    """Where weights.toml is: inside the installed package, else at the repository root."""
+    packaged = Path(__file__).resolve().parents[1] / "weights.toml"
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "weights.toml"
+
+
+def parse_manifest(text: str) -> dict[str, WeightsEntry]:
+    """Parse the text of a weights.toml into entries keyed by ``<model>.x<scale>``."""
+    data = tomllib.loads(text)
+    entries: dict[str, WeightsEntry] = {}
+    for model, scales in data.items():
+        for scale_key, raw in scales.items():
+            key = f"{model}.{scale_key}"
+            try:
+                entries[key] = WeightsEntry(
+                    key=key,
+                    file=raw["file"],
+                    urls=tuple(raw.get("urls", ())),
+                    sha256=(raw.get("sha256") or None),
+                    size=raw.get("size"),
+                    licence=raw.get("licence", ""),
+                    source=raw.get("source", ""),
+                    note=raw.get("note", ""),
+                    manual=raw.get("manual", ""),
+                )
+            except KeyError as exc:
+                raise WeightsError(f"weights.toml: entry [{key}] lacks {exc}") from None
+    return entries
+
+
+@lru_cache(maxsize=1)
+def load_manifest() -> dict[str, WeightsEntry]:
+    """The packaged weights.toml, parsed once per process (it never changes at run time)."""
+    return parse_manifest(manifest_path().read_text(encoding="utf-8"))
+
+
+def get_entry(key: str) -> WeightsEntry:
+    """The entry for ``key`` (e.g. ``imdn.x4``), or a ``WeightsError`` naming it."""
+    try:
+        return load_manifest()[key]
+    except KeyError:
+        raise WeightsError(f"no weights are pinned for '{key}' in weights.toml") from None

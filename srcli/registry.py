@@ -1,0 +1,321 @@
+"""The model registry: every fact about every model, in one declarative table.
+
+The CLI, the engine and the evaluation ask this module; nothing else hard-codes a model fact.
+Architectures are named by import path (``"srcli.archs.imdn:IMDN"``) so that reading the
+registry never imports torch: ``srcli models list`` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from srcli.errors import NotImplementedModelError, UnknownModelError, UnsupportedScaleError
+
+ValueRange = tuple[float, float]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+RANGE_01: ValueRange = (0.0, 1.0)
+RANGE_PM1: ValueRange = (-1.0, 1.0)
+RANGE_255: ValueRange = (0.0, 255.0)
+
+
+@dataclass(frozen=True)
+class InferenceProtocol:
+    """How the paper's authors ran the model to produce their table.
+
+    ``mode="whole"`` feeds the whole LR image at once; ``mode="tiled"`` cuts it into
+    ``tile``-pixel tiles overlapping by ``overlap`` pixels and averages the overlaps.
+    """
+
+    mode: Literal["whole", "tiled"] = "whole"
+    tile: int | None = None
+    overlap: int | None = None
+
+    def describe(self) -> str:
+        """A short human-readable form, e.g. ``tiled 64 px / 24 overlap, averaged``."""
+        if self.mode == "whole":
+            return "whole image"
+        return f"tiled {self.tile} px / {self.overlap} overlap, averaged"
+
+
+@dataclass(frozen=True)
+class PaperRef:
+    """Where a model comes from."""
+
+    title: str
+    venue: str
+    url: str = ""
+    table: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One registered model (a variant of a family), with everything needed to build and run it."""
+
+    name: str
+    family: str
+    summary: str
+    paper: PaperRef
+    #: ``"module:Class"``; ``None`` while the architecture is not implemented yet.
+    arch: str | None
+    #: Constructor keyword arguments shared by every scale.
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: Name of the constructor argument that takes the scale.
+    scale_kwarg: str = "scale"
+    #: Scales the architecture is defined for.
+    scales: tuple[int, ...] = (2, 3, 4)
+    #: Scales with official (or our own) weights: keys ``<weights_name>.x<scale>`` in weights.toml.
+    weight_scales: tuple[int, ...] = ()
+    #: Name used for this model's entries in weights.toml (defaults to ``name``).
+    weights_name: str | None = None
+    aliases: tuple[str, ...] = ()
+    #: Value range the weights expect on input and produce on output.
+    value_range: ValueRange = RANGE_01
+    #: Keys tried, in order, to unwrap a checkpoint dict (e.g. BasicSR's ``params``).
+    checkpoint_keys: tuple[str, ...] = ("params_ema", "params", "state_dict", "model")
+    #: Prefix stripped from every key (DataParallel's ``module.``).
+    strip_prefix: str = "module."
+    #: Keys that may appear in a checkpoint but are not part of the module (dropped before loading).
+    ignore_keys: tuple[str, ...] = ()
+    #: The input is padded to a multiple of this by the engine (1: no requirement).
+    pad_multiple: int = 1
+    #: Smallest input side the model accepts (smaller inputs are padded by the engine).
+    min_size: int = 1
+    protocol: InferenceProtocol = InferenceProtocol()
+    #: Reduced precisions that keep the output within tolerance of fp32 (fp32 is always safe).
+    safe_precisions: tuple[Precision, ...] = ()
+    #: Learnable parameters per scale, as counted on the implemented module.
+    params: dict[int, int] = field(default_factory=dict)
+    licence: str = ""
+    #: Free text: where this implementation departs from upstream, what is missing.
+    notes: str = ""
+    #: Why the architecture cannot be built yet (shown instead of crashing).
+    unavailable: str = ""
+    #: False for parameter-free models (bicubic): nothing to download or load.
+    needs_weights: bool = True
+
+    @property
+    def weights_key_name(self) -> str:
+        """Prefix of this model's tables in weights.toml."""
+        return self.weights_name or self.name
+
+    def weights_key(self, scale: int) -> str:
+        """The weights.toml table for ``scale`` (e.g. ``imdn.x4``)."""
+        return f"{self.weights_key_name}.x{scale}"
+
+    @property
+    def implemented(self) -> bool:
+        """True when the architecture can be built."""
+        return self.arch is not None
+
+    def check_scale(self, scale: int) -> None:
+        """Raise ``UnsupportedScaleError`` unless the architecture exists at ``scale``."""
+        if scale not in self.scales:
+            have = ", ".join(f"x{s}" for s in self.scales)
+            raise UnsupportedScaleError(f"model '{self.name}' has no x{scale} variant (it has {have})")
+
+    def build(self, scale: int) -> Any:
+        """Instantiate the architecture for ``scale`` (imports torch). Returns an ``nn.Module``."""
+        self.check_scale(scale)
+        if self.arch is None:
+            raise NotImplementedModelError(
+                f"model '{self.name}' is registered but its architecture is not implemented yet"
+                + (f" ({self.unavailable})" if self.unavailable else "")
+            )
+        module_name, _, class_name = self.arch.partition(":")
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**{**self.arch_kwargs, self.scale_kwarg: scale})
+
+
+_IMDN_PAPER = PaperRef(
+    "Lightweight Image Super-Resolution with Information Multi-distillation Network",
+    "ACM MM 2019",
+    "https://arxiv.org/abs/1909.11856",
+    "ASID Table 1; MSRA-SR Table 1 (comparison rows)",
+)
+_RLFN_PAPER = PaperRef(
+    "Residual Local Feature Network for Efficient Super-Resolution",
+    "CVPRW 2022",
+    "https://arxiv.org/abs/2205.07514",
+    "survey (hitchhikers-guide-sr), RLFN section",
+)
+_RGT_PAPER = PaperRef(
+    "Recursive Generalization Transformer for Image Super-Resolution",
+    "ICLR 2024",
+    "https://arxiv.org/abs/2303.06373",
+    "RGT Table 2",
+)
+_ASID_PAPER = PaperRef(
+    "Attention-Sharing Information Distillation Transformer for Lightweight Single Image Super-Resolution",
+    "AAAI 2025",
+    "https://arxiv.org/abs/2501.15774",
+    "ASID Table 1",
+)
+_MSRA_PAPER = PaperRef(
+    "Multi-Scale Residual Attention for image super-resolution (MSRA-SR)",
+    "ICCV 2023",
+    "",
+    "MSRA-SR Tables 1 and 2",
+)
+
+_RGT_COMMON: dict[str, Any] = dict(
+    family="RGT",
+    paper=_RGT_PAPER,
+    arch=None,
+    weight_scales=(2, 3, 4),
+    value_range=RANGE_01,
+    checkpoint_keys=("params", "params_ema", "state_dict", "model"),
+    safe_precisions=("bf16", "fp16"),
+    licence="Apache-2.0",
+    unavailable="issue #6",
+    notes="x2/x3 weights live only in the authors' Google Drive folder (see 'srcli models info').",
+)
+_ASID_COMMON: dict[str, Any] = dict(
+    family="ASID",
+    paper=_ASID_PAPER,
+    arch=None,
+    weight_scales=(2, 3, 4),
+    value_range=RANGE_PM1,
+    ignore_keys=("rel_pos_indices",),
+    pad_multiple=8,
+    min_size=9,
+    protocol=InferenceProtocol("tiled", tile=64, overlap=24),
+    safe_precisions=("bf16", "fp16"),
+    licence="not stated upstream",
+    unavailable="issue #7",
+    notes="Upstream publishes no hash: srcli records it on first download and verifies it after.",
+)
+_MSRA_COMMON: dict[str, Any] = dict(
+    family="MSRA-SR",
+    paper=_MSRA_PAPER,
+    arch=None,
+    weight_scales=(),
+    pad_multiple=64,
+    licence="Apache-2.0 (ours)",
+    unavailable="issue #8",
+    notes="No code or weights were published (the authors used MindSpore): train with 'srcli train'"
+    " or pass --weights FILE.",
+)
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        name="bicubic",
+        family="Bicubic",
+        summary="MATLAB-compatible bicubic interpolation (antialiased imresize); the baseline row.",
+        paper=PaperRef("MATLAB imresize (bicubic, a = -0.5)", "baseline", "", "every paper's Bicubic row"),
+        arch="srcli.archs.imresize:Bicubic",
+        scales=(2, 3, 4),
+        params={2: 0, 3: 0, 4: 0},
+        needs_weights=False,
+        safe_precisions=("bf16", "fp16"),
+        licence="Apache-2.0 (ours)",
+        aliases=("bic", "matlab-bicubic"),
+    ),
+    ModelSpec(
+        name="imdn",
+        family="IMDN",
+        summary="Information multi-distillation network, lightweight CNN (715K parameters at x4).",
+        paper=_IMDN_PAPER,
+        arch="srcli.archs.imdn:IMDN",
+        weight_scales=(2, 3, 4),
+        value_range=RANGE_01,
+        params={2: 694_404, 3: 703_059, 4: 715_176},
+        safe_precisions=("bf16", "fp16"),
+        licence="not stated upstream",
+    ),
+    ModelSpec(
+        name="rlfn",
+        family="RLFN",
+        summary="Residual local feature network (NTIRE 2022 efficient SR winner), 52 channels.",
+        paper=_RLFN_PAPER,
+        arch="srcli.archs.rlfn:RLFN",
+        arch_kwargs={"num_features": 52},
+        weight_scales=(2, 4),
+        value_range=RANGE_255,
+        min_size=15,
+        params={2: 526_856, 4: 543_740},
+        safe_precisions=("bf16", "fp16"),
+        licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="rlfn-s",
+        family="RLFN",
+        summary="RLFN-S: the smaller RLFN, 48 channels.",
+        paper=_RLFN_PAPER,
+        arch="srcli.archs.rlfn:RLFN",
+        arch_kwargs={"num_features": 48},
+        weight_scales=(2, 4),
+        aliases=("rlfn_s", "rlfns"),
+        value_range=RANGE_255,
+        min_size=15,
+        params={2: 454_620, 4: 470_208},
+        safe_precisions=("bf16", "fp16"),
+        licence="Apache-2.0",
+    ),
+    ModelSpec(
+        name="rgt",
+        summary="Recursive generalization transformer, 8 groups x 6 blocks.",
+        params={2: 13_217_831, 3: 13_402_471, 4: 13_365_543},
+        **_RGT_COMMON,
+    ),
+    ModelSpec(
+        name="rgt-s",
+        summary="RGT-S: the smaller RGT, 6 groups x 6 blocks.",
+        aliases=("rgt_s", "rgts"),
+        params={2: 10_051_055, 3: 10_235_695, 4: 10_198_767},
+        **_RGT_COMMON,
+    ),
+    ModelSpec(
+        name="asid",
+        summary="Attention-sharing information distillation transformer, 3 blocks (lightweight).",
+        params={2: 297_516, 3: 304_011, 4: 313_104},
+        **_ASID_COMMON,
+    ),
+    ModelSpec(
+        name="asid-d8",
+        summary="ASID-D8: ASID with 8 distillation blocks.",
+        aliases=("asid_d8", "asidd8"),
+        params={2: 732_146, 3: 738_641, 4: 747_734},
+        **_ASID_COMMON,
+    ),
+    ModelSpec(
+        name="msra-sr-light",
+        summary="MSRA-SR lightweight: 4 groups x 4 blocks, 60 channels, window 16 (our PyTorch design).",
+        aliases=("msra-light", "msra_sr_light"),
+        **_MSRA_COMMON,
+    ),
+    ModelSpec(
+        name="msra-sr",
+        summary="MSRA-SR classical: 6 groups x 4 blocks, 192 channels (our PyTorch design).",
+        aliases=("msra", "msra_sr"),
+        **_MSRA_COMMON,
+    ),
+)
+
+
+def list_models() -> list[ModelSpec]:
+    """Every registered model, in display order."""
+    return list(MODELS)
+
+
+def _index() -> dict[str, ModelSpec]:
+    names: dict[str, ModelSpec] = {}
+    for spec in MODELS:
+        for key in (spec.name, *spec.aliases):
+            names[key.lower()] = spec
+    return names
+
+
+def get_model(name: str) -> ModelSpec:
+    """Look a model up by name or alias (case-insensitive); unknown names get a did-you-mean."""
+    index = _index()
+    spec = index.get(name.strip().lower())
+    if spec is None:
+        close = difflib.get_close_matches(name.lower(), list(index), n=1, cutoff=0.5)
+        hint = f"; did you mean '{index[close[0]].name}'?" if close else ""
+        known = ", ".join(s.name for s in MODELS)
+        raise UnknownModelError(f"unknown model '{name}'{hint} (known: {known})")
+    return spec

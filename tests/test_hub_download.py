@@ -1,0 +1,263 @@
+"""Downloads against a real HTTP server on 127.0.0.1 serving the official checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from srcli.errors import DownloadError, HashMismatchError, OfflineError, WeightsError
+from srcli.hub.cache import entry_path, read_recorded_hash, recorded_hash_path, verify_file
+from srcli.hub.download import confirmation_url, fetch, resolve_gdrive_url
+from srcli.hub.manifest import WeightsEntry, get_entry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def imdn_x2(shared_dir: Path) -> tuple[WeightsEntry, bytes]:
+    """The pinned IMDN x2 entry and the real checkpoint's bytes."""
+    entry = get_entry("imdn.x2")
+    body = (shared_dir / "weights" / "IMDN_x2.pth").read_bytes()
+    assert hashlib.sha256(body).hexdigest() == entry.sha256  # the pinned hash is the real file's
+    return entry, body
+
+
+def test_download_verifies_and_places_file(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body)
+    seen: list[tuple[int, int | None]] = []
+    path = fetch(
+        replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)),
+        cache,
+        reporter=lambda key, done, total: seen.append((done, total)),
+    )
+    assert path == entry_path(entry, cache)
+    assert path.read_bytes() == body
+    assert seen[-1] == (len(body), len(body))
+    assert not path.with_name(path.name + ".partial").exists()
+    assert verify_file(entry, path).status == "ok"
+
+
+def test_dropped_connection_resumes_with_range(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    route = file_server.add("/IMDN_x2.pth", body, drop_after=1_000_000)
+    path = fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache, backoff=0.01)
+    assert path.read_bytes() == body
+    first, second = (r["range"] for r in route.requests)
+    assert first is None
+    # The resume starts where the kept bytes end (a chunk being read when the drop came is re-fetched).
+    offset = int(second.removeprefix("bytes=").rstrip("-"))
+    assert 0 < offset <= 1_000_000
+
+
+def test_server_without_range_support_restarts_cleanly(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    route = file_server.add("/IMDN_x2.pth", body, drop_after=500_000, support_range=False)
+    path = fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache, backoff=0.01)
+    assert path.read_bytes() == body
+    assert len(route.requests) == 2
+
+
+def test_partial_left_by_an_earlier_run_is_resumed(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    final = entry_path(entry, cache)
+    final.parent.mkdir(parents=True)
+    final.with_name(final.name + ".partial").write_bytes(body[:123_456])
+    route = file_server.add("/IMDN_x2.pth", body)
+    fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache)
+    assert final.read_bytes() == body
+    assert route.requests[0]["range"] == "bytes=123456-"
+
+
+def test_wrong_hash_is_a_clear_error_and_leaves_nothing(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body)
+    bad = replace(entry, sha256="0" * 64, urls=(file_server.url("/IMDN_x2.pth"),))
+    with pytest.raises(HashMismatchError, match=r"sha256 740b3965.* does not match the pinned 0000"):
+        fetch(bad, cache)
+    final = entry_path(entry, cache)
+    assert not final.exists()
+    assert not final.with_name(final.name + ".partial").exists()
+
+
+def test_wrong_size_is_rejected(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body[:-10])
+    with pytest.raises(HashMismatchError, match="expected 2796052"):
+        fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache, backoff=0.01, retries=1)
+    assert not entry_path(entry, cache).exists()
+
+
+def test_first_mirror_404_then_second(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/mirror-b/IMDN_x2.pth", body)
+    urls = (file_server.url("/mirror-a/IMDN_x2.pth"), file_server.url("/mirror-b/IMDN_x2.pth"))
+    assert fetch(replace(entry, urls=urls), cache).read_bytes() == body
+
+
+def test_transient_5xx_is_retried_then_reported(file_server, cache, imdn_x2):
+    entry, _ = imdn_x2
+    route = file_server.add("/IMDN_x2.pth", status=503)
+    with pytest.raises(DownloadError, match=r"HTTP 503; gave up after 2 retries"):
+        fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache, retries=2, backoff=0.01)
+    assert len(route.requests) == 3
+
+
+def test_all_mirrors_failing_names_each(file_server, cache, imdn_x2):
+    entry, _ = imdn_x2
+    urls = (file_server.url("/a/x.pth"), file_server.url("/b/x.pth"))
+    with pytest.raises(DownloadError) as info:
+        fetch(replace(entry, urls=urls), cache)
+    assert "/a/x.pth: HTTP 404" in str(info.value) and "/b/x.pth: HTTP 404" in str(info.value)
+
+
+def test_mirror_env_is_tried_first(file_server, cache, imdn_x2, monkeypatch):
+    entry, body = imdn_x2
+    file_server.add("/local/IMDN_x2.pth", body)
+    monkeypatch.setenv("SRCLI_MIRRORS", file_server.url("/local/"))
+    # The pinned URL points at a path that does not exist: only the mirror can succeed.
+    assert fetch(replace(entry, urls=(file_server.url("/nowhere"),)), cache).read_bytes() == body
+
+
+def test_offline_without_cached_file_says_what_and_where(cache, imdn_x2):
+    entry, _ = imdn_x2
+    with pytest.raises(OfflineError) as info:
+        fetch(replace(entry, urls=("http://127.0.0.1:9/never-contacted",)), cache, offline=True)
+    message = str(info.value)
+    assert "IMDN_x2.pth" in message and str(entry_path(entry, cache)) in message
+
+
+def test_offline_with_cached_file_uses_it(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body)
+    online = replace(entry, urls=(file_server.url("/IMDN_x2.pth"),))
+    fetch(online, cache)
+    served = len(file_server.routes["/IMDN_x2.pth"].requests)
+    assert fetch(online, cache, offline=True).read_bytes() == body
+    assert len(file_server.routes["/IMDN_x2.pth"].requests) == served
+
+
+def test_damaged_cached_file_is_refused(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    final = entry_path(entry, cache)
+    final.parent.mkdir(parents=True)
+    final.write_bytes(body[:100] + b"X" + body[101:])
+    with pytest.raises(HashMismatchError, match="does not match the pinned"):
+        fetch(entry, cache, offline=True)
+
+
+def test_unpinned_hash_is_recorded_then_enforced(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body)
+    unpinned = replace(entry, sha256=None, size=None, urls=(file_server.url("/IMDN_x2.pth"),))
+    path = fetch(unpinned, cache)
+    assert read_recorded_hash(path) == hashlib.sha256(body).hexdigest()
+    assert recorded_hash_path(path).is_file()
+    path.write_bytes(body + b"tampered")
+    with pytest.raises(HashMismatchError, match="recorded"):
+        fetch(unpinned, cache)
+
+
+def test_file_placed_by_hand_is_accepted_and_recorded(cache, imdn_x2):
+    entry, body = imdn_x2
+    manual = replace(entry, sha256=None, size=None, urls=())
+    final = entry_path(manual, cache)
+    final.parent.mkdir(parents=True)
+    final.write_bytes(body)
+    assert fetch(manual, cache, offline=True) == final
+    assert read_recorded_hash(final) == hashlib.sha256(body).hexdigest()
+
+
+def test_no_url_explains_the_manual_route(cache):
+    entry = get_entry("rgt.x2")
+    with pytest.raises(WeightsError, match="Google Drive folder"):
+        fetch(entry, cache)
+
+
+def test_not_enough_disk_space_is_refused_before_writing(file_server, cache, imdn_x2, monkeypatch):
+    entry, body = imdn_x2
+    file_server.add("/IMDN_x2.pth", body)
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(WeightsError, match="not enough disk space"):
+        fetch(replace(entry, urls=(file_server.url("/IMDN_x2.pth"),)), cache)
+    assert file_server.routes["/IMDN_x2.pth"].requests == []
+
+
+def test_google_drive_confirmation_form_is_followed(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    url = file_server.add_gdrive("1AbCdEfGhIjK", body)
+    path = fetch(replace(entry, urls=(url,)), cache)
+    assert path.read_bytes() == body
+    assert file_server.gdrive_pages == 1
+    assert "confirm=t" in file_server.routes["/gdrive-download"].requests[0]["query"]
+
+
+def test_google_drive_html_without_form_is_an_error(file_server, cache, imdn_x2):
+    entry, _ = imdn_x2
+    file_server.add("/quota", b"<html><body>Quota exceeded</body></html>", content_type="text/html")
+    with pytest.raises(DownloadError, match="HTML page instead of the file"):
+        fetch(replace(entry, urls=(file_server.url("/quota"),)), cache)
+
+
+def test_gdrive_share_links_become_download_links():
+    assert resolve_gdrive_url("https://drive.google.com/file/d/1uULArtV1E/view?usp=sharing") == (
+        "https://drive.google.com/uc?export=download&id=1uULArtV1E"
+    )
+    assert resolve_gdrive_url("https://drive.google.com/open?id=XYZ") == (
+        "https://drive.google.com/uc?export=download&id=XYZ"
+    )
+    assert resolve_gdrive_url("https://example.org/file/d/1/view") == "https://example.org/file/d/1/view"
+
+
+def test_confirmation_url_from_form_and_from_link():
+    form = (
+        '<form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
+        '<input type="submit" value="Download anyway"/><input type="hidden" name="id" value="A">'
+        '<input type="hidden" name="confirm" value="t"></form>'
+    )
+    assert confirmation_url(form, "https://drive.google.com/uc?id=A") == (
+        "https://drive.usercontent.google.com/download?id=A&confirm=t"
+    )
+    link = '<a id="uc-download-link" href="/uc?export=download&amp;confirm=AbC1&amp;id=A">Download</a>'
+    assert confirmation_url(link, "https://drive.google.com/uc?id=A") == (
+        "https://drive.google.com/uc?export=download&confirm=AbC1&id=A"
+    )
+    assert confirmation_url("<html>nothing</html>", "https://x") is None
+
+
+def test_two_processes_fetching_at_once_leave_one_good_file(file_server, cache, imdn_x2):
+    entry, body = imdn_x2
+    route = file_server.add("/IMDN_x2.pth", body, chunk_delay=0.05)
+    script = textwrap.dedent(f"""
+        from dataclasses import replace
+        from pathlib import Path
+        from srcli.hub.download import fetch
+        from srcli.hub.manifest import get_entry
+        entry = replace(get_entry("imdn.x2"), urls=({file_server.url("/IMDN_x2.pth")!r},))
+        print(fetch(entry, Path({str(cache)!r})))
+    """)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    final = entry_path(entry, cache)
+    assert {o[0].strip() for o in outs} == {str(final)}
+    assert final.read_bytes() == body
+    assert len(route.requests) == 1  # the second process waited on the lock and reused the file
+    assert sorted(p.name for p in final.parent.iterdir()) == ["IMDN_x2.pth", "IMDN_x2.pth.lock"]
