@@ -80,7 +80,7 @@ def mismatch_report(module: Any, state: Mapping[str, Any]) -> str | None:
 
 
 def load_strict(module: Any, state: Mapping[str, Any], source: str, ignore_keys: Iterable[str] = ()) -> None:
-    """Load ``state`` into ``module`` strictly; on mismatch raise ``CheckpointMismatchError`` summarising it."""
+    """Load ``state`` into ``module`` strictly; on mismatch raise a one-line ``CheckpointMismatchError``."""
     ignore = set(ignore_keys)
     state = {k: v for k, v in state.items() if k.split(".")[-1] not in ignore and k not in ignore}
     report = mismatch_report(module, state)

@@ -8,9 +8,9 @@ One careful path for every file:
 3. A per-file lock (``filelock``) makes concurrent processes wait for one download.
 4. Free disk space is checked before any byte is written.
 5. URLs: ``$SRCLI_MIRRORS`` (space-separated base URLs of a local mirror holding the files
-   by name) first, then the pinned URLs in order. Bytes stream into ``<file>.partial``; an interrupted transfer resumes with an HTTP
-   ``Range`` request; transient failures (dropped connections, 429, 5xx) are retried with
-   exponential backoff; mirrors are tried in order.
+   by name) first, then the pinned URLs in order. Bytes stream into ``<file>.partial``; an
+   interrupted transfer resumes with an HTTP ``Range`` request; transient failures (dropped
+   connections, 429, 5xx) are retried with exponential backoff.
 6. Size and sha256 are checked on the ``.partial`` before ``os.replace`` gives it its final
    name, so the final name only ever holds a complete, verified file. Where weights.toml
    pins no hash, the first download's hash is recorded and every later use is checked
