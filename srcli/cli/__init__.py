@@ -45,7 +45,8 @@ def _root(
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, rendering ``SrcliError`` as one line with its exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns the code of a ``typer.Exit`` instead of raising it.
+        result = app(args=argv, standalone_mode=False)
     except SrcliError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return exc.exit_code
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
             return exc.exit_code
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
