@@ -91,7 +91,7 @@ def test_info_explains_the_manual_route_for_rgt_x2(cache):
 
 def test_download_verify_and_list_against_a_local_mirror(shared_dir, file_server, cache):
     body = (shared_dir / "weights" / "IMDN_x2.pth").read_bytes()
-    file_server.add("/m/IMDN_x2.pth", body)
+    file_server.add("/m/weights/imdn.x2/IMDN_x2.pth", body)
     env = {"SRCLI_MIRRORS": file_server.url("/m")}
     out = run("models", "download", "imdn", "-s", "2", env=env)
     assert out.returncode == 0, out.stderr

@@ -14,13 +14,13 @@ import pytest
 from srcli.errors import DownloadError, HashMismatchError, OfflineError, WeightsError
 from srcli.hub.cache import entry_path, read_recorded_hash, recorded_hash_path, verify_file
 from srcli.hub.download import confirmation_url, fetch, resolve_gdrive_url
-from srcli.hub.manifest import WeightsEntry, get_entry
+from srcli.hub.manifest import PinnedFile, get_entry
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def imdn_x2(shared_dir: Path) -> tuple[WeightsEntry, bytes]:
+def imdn_x2(shared_dir: Path) -> tuple[PinnedFile, bytes]:
     """The pinned IMDN x2 entry and the real checkpoint's bytes."""
     entry = get_entry("imdn.x2")
     body = (shared_dir / "weights" / "IMDN_x2.pth").read_bytes()
@@ -119,7 +119,7 @@ def test_all_mirrors_failing_names_each(file_server, cache, imdn_x2):
 
 def test_mirror_env_is_tried_first(file_server, cache, imdn_x2, monkeypatch):
     entry, body = imdn_x2
-    file_server.add("/local/IMDN_x2.pth", body)
+    file_server.add("/local/weights/imdn.x2/IMDN_x2.pth", body)
     monkeypatch.setenv("SRCLI_MIRRORS", file_server.url("/local/"))
     # The pinned URL points at a path that does not exist: only the mirror can succeed.
     assert fetch(replace(entry, urls=(file_server.url("/nowhere"),)), cache).read_bytes() == body

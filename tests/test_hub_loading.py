@@ -29,7 +29,7 @@ def test_official_checkpoint_downloads_and_loads_strictly(
     name, scale, file, shared_dir, file_server, cache, monkeypatch
 ):
     body = (shared_dir / "weights" / file).read_bytes()
-    file_server.add(f"/mirror/{file}", body)
+    file_server.add(f"/mirror/weights/{name}.x{scale}/{file}", body)
     monkeypatch.setenv("SRCLI_MIRRORS", file_server.url("/mirror"))
     loaded = load_model(name, scale)
     assert loaded.weights_sha256 == hashlib.sha256(body).hexdigest()
@@ -38,7 +38,7 @@ def test_official_checkpoint_downloads_and_loads_strictly(
     # Second load is served from the cache, offline.
     again = load_model(name, scale, offline=True)
     assert again.weights_path == loaded.weights_path
-    assert len(file_server.routes[f"/mirror/{file}"].requests) == 1
+    assert len(file_server.routes[f"/mirror/weights/{name}.x{scale}/{file}"].requests) == 1
 
 
 def test_local_weights_file_overrides_the_pinned_one(shared_dir, cache):

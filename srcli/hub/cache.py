@@ -6,6 +6,7 @@ Layout under the cache root::
     weights/<model>.x<scale>/<file>.sha256   hash recorded on first download (only where
                                              weights.toml pins none)
     weights/<model>.x<scale>/<file>.partial  an interrupted download, resumed next time
+    datasets/<set>/<image>                   benchmark images (same rules)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from srcli.errors import HashMismatchError
-from srcli.hub.manifest import WeightsEntry
+from srcli.hub.manifest import PinnedFile
 
 CACHE_ENV = "SRCLI_CACHE_DIR"
 OFFLINE_ENV = "SRCLI_OFFLINE"
@@ -42,12 +43,12 @@ def offline_requested(flag: bool | None = None) -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def entry_dir(entry: WeightsEntry, root: Path) -> Path:
+def entry_dir(entry: PinnedFile, root: Path) -> Path:
     """Folder that holds ``entry``'s file."""
-    return root / "weights" / entry.key
+    return root / entry.folder / entry.key
 
 
-def entry_path(entry: WeightsEntry, root: Path) -> Path:
+def entry_path(entry: PinnedFile, root: Path) -> Path:
     """Final path of ``entry``'s file in the cache (it may not exist)."""
     return entry_dir(entry, root) / entry.file
 
@@ -82,7 +83,7 @@ def write_recorded_hash(path: Path, sha256: str, url: str) -> None:
     os.replace(tmp, sidecar)
 
 
-def expected_hash(entry: WeightsEntry, path: Path) -> tuple[str | None, str]:
+def expected_hash(entry: PinnedFile, path: Path) -> tuple[str | None, str]:
     """The hash ``path`` must have and where it comes from (``pinned``, ``recorded`` or ``none``)."""
     if entry.sha256:
         return entry.sha256, "pinned"
@@ -96,7 +97,7 @@ def expected_hash(entry: WeightsEntry, path: Path) -> tuple[str | None, str]:
 class Verification:
     """Outcome of re-hashing one cached file."""
 
-    entry: WeightsEntry
+    entry: PinnedFile
     path: Path
     status: str  # "ok", "missing", "size-mismatch", "hash-mismatch", "unpinned"
     sha256: str | None = None
@@ -109,7 +110,7 @@ class Verification:
         return self.status in {"ok", "missing", "unpinned"}
 
 
-def verify_file(entry: WeightsEntry, path: Path) -> Verification:
+def verify_file(entry: PinnedFile, path: Path) -> Verification:
     """Check size and sha256 of ``path`` against the pinned or recorded values."""
     if not path.is_file():
         return Verification(entry, path, "missing")
@@ -123,7 +124,7 @@ def verify_file(entry: WeightsEntry, path: Path) -> Verification:
     return Verification(entry, path, status, sha256=actual, expected=expected, source=source)
 
 
-def require_intact(entry: WeightsEntry, path: Path) -> str:
+def require_intact(entry: PinnedFile, path: Path) -> str:
     """Verify ``path`` and return its sha256, or raise ``HashMismatchError`` explaining the damage."""
     result = verify_file(entry, path)
     if result.status in {"ok", "unpinned"}:

@@ -7,8 +7,8 @@ One careful path for every file:
    which file is needed and where to put it.
 3. A per-file lock (``filelock``) makes concurrent processes wait for one download.
 4. Free disk space is checked before any byte is written.
-5. URLs: ``$SRCLI_MIRRORS`` (space-separated base URLs of a local mirror holding the files
-   by name) first, then the pinned URLs in order. Bytes stream into ``<file>.partial``; an
+5. URLs: ``$SRCLI_MIRRORS`` (space-separated base URLs of mirrors laid out like the cache)
+   first, then the pinned URLs in order. Bytes stream into ``<file>.partial``; an
    interrupted transfer resumes with an HTTP ``Range`` request; transient failures (dropped
    connections, 429, 5xx) are retried with exponential backoff.
 6. Size and sha256 are checked on the ``.partial`` before ``os.replace`` gives it its final
@@ -37,7 +37,7 @@ from srcli.hub.cache import (
     sha256_file,
     write_recorded_hash,
 )
-from srcli.hub.manifest import WeightsEntry
+from srcli.hub.manifest import PinnedFile
 
 log = logging.getLogger("srcli")
 
@@ -61,10 +61,16 @@ class _Permanent(Exception):
 MIRRORS_ENV = "SRCLI_MIRRORS"
 
 
-def candidate_urls(entry: WeightsEntry) -> list[str]:
-    """URLs to try in order: ``$SRCLI_MIRRORS`` bases (``<base>/<file>``) first, then the pinned ones."""
+def candidate_urls(entry: PinnedFile) -> list[str]:
+    """URLs to try in order: ``$SRCLI_MIRRORS`` first, then the pinned ones.
+
+    A mirror is a copy of a cache folder served over HTTP: ``<base>/<folder>/<key>/<file>``
+    (e.g. ``<base>/weights/imdn.x4/IMDN_x4.pth``), so ``python -m http.server`` in a filled
+    cache is a working mirror.
+    """
     bases = os.environ.get(MIRRORS_ENV, "").replace(",", " ").split()
-    return [f"{base.rstrip('/')}/{entry.file}" for base in bases] + list(entry.urls)
+    mirrored = [f"{base.rstrip('/')}/{entry.folder}/{entry.key}/{entry.file}" for base in bases]
+    return mirrored + list(entry.urls)
 
 
 def resolve_gdrive_url(url: str) -> str:
@@ -155,7 +161,7 @@ def _stream_to_partial(
     session,  # noqa: ANN001 - a requests.Session
     url: str,
     partial: Path,
-    entry: WeightsEntry,
+    entry: PinnedFile,
     reporter: ProgressReporter | None,
     timeout: float,
 ) -> None:
@@ -198,7 +204,7 @@ def _stream_to_partial(
             raise _Transient(f"connection closed after {done} of {expected_total} bytes")
 
 
-def _check_disk_space(folder: Path, entry: WeightsEntry, partial: Path) -> None:
+def _check_disk_space(folder: Path, entry: PinnedFile, partial: Path) -> None:
     if entry.size is None:
         return
     have = partial.stat().st_size if partial.exists() else 0
@@ -211,7 +217,7 @@ def _check_disk_space(folder: Path, entry: WeightsEntry, partial: Path) -> None:
         )
 
 
-def _finish(entry: WeightsEntry, partial: Path, final: Path, url: str) -> None:
+def _finish(entry: PinnedFile, partial: Path, final: Path, url: str) -> None:
     """Verify ``partial`` and move it to ``final``; raise HashMismatchError (partial removed) if bad."""
     size = partial.stat().st_size
     if entry.size is not None and size != entry.size:
@@ -239,7 +245,7 @@ def _finish(entry: WeightsEntry, partial: Path, final: Path, url: str) -> None:
 
 
 def fetch(
-    entry: WeightsEntry,
+    entry: PinnedFile,
     root: Path,
     *,
     offline: bool = False,
@@ -316,7 +322,7 @@ def _download_with_retries(
     session,  # noqa: ANN001
     url: str,
     partial: Path,
-    entry: WeightsEntry,
+    entry: PinnedFile,
     reporter: ProgressReporter | None,
     retries: int,
     backoff: float,

@@ -16,8 +16,8 @@ from srcli.errors import WeightsError
 
 
 @dataclass(frozen=True)
-class WeightsEntry:
-    """One pinned checkpoint file."""
+class PinnedFile:
+    """One pinned file: a checkpoint from weights.toml, or a data set image."""
 
     key: str
     file: str
@@ -28,6 +28,8 @@ class WeightsEntry:
     source: str
     note: str = ""
     manual: str = ""
+    #: Top-level cache folder the file belongs in (``weights`` or ``datasets``).
+    folder: str = "weights"
 
     @property
     def downloadable(self) -> bool:
@@ -43,15 +45,15 @@ def manifest_path() -> Path:
     return Path(__file__).resolve().parents[2] / "weights.toml"
 
 
-def parse_manifest(text: str) -> dict[str, WeightsEntry]:
+def parse_manifest(text: str) -> dict[str, PinnedFile]:
     """Parse the text of a weights.toml into entries keyed by ``<model>.x<scale>``."""
     data = tomllib.loads(text)
-    entries: dict[str, WeightsEntry] = {}
+    entries: dict[str, PinnedFile] = {}
     for model, scales in data.items():
         for scale_key, raw in scales.items():
             key = f"{model}.{scale_key}"
             try:
-                entries[key] = WeightsEntry(
+                entries[key] = PinnedFile(
                     key=key,
                     file=raw["file"],
                     urls=tuple(raw.get("urls", ())),
@@ -68,12 +70,12 @@ def parse_manifest(text: str) -> dict[str, WeightsEntry]:
 
 
 @lru_cache(maxsize=1)
-def load_manifest() -> dict[str, WeightsEntry]:
+def load_manifest() -> dict[str, PinnedFile]:
     """The packaged weights.toml, parsed once per process (it never changes at run time)."""
     return parse_manifest(manifest_path().read_text(encoding="utf-8"))
 
 
-def get_entry(key: str) -> WeightsEntry:
+def get_entry(key: str) -> PinnedFile:
     """The entry for ``key`` (e.g. ``imdn.x4``), or a ``WeightsError`` naming it."""
     try:
         return load_manifest()[key]
