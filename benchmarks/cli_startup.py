@@ -37,9 +37,7 @@ def time_command(args: list[str], runs: int, env: dict[str, str]) -> list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()

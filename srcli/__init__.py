@@ -5,6 +5,7 @@ The library API (what the CLI calls too) is imported lazily so that ``import src
 - ``srcli.list_models()``: every registered model (``ModelSpec`` records).
 - ``srcli.get_model(name)``: one model's facts, by name or alias.
 - ``srcli.load_model(name, scale, weights=None, ...)``: a ready ``nn.Module`` with verified weights.
+- ``srcli.evaluate(model, dataset, scale, ...)``: the papers' benchmark protocol (PSNR/SSIM on Y).
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any
 
 from srcli._version import __version__
 
-__all__ = ["__version__", "get_model", "list_models", "load_model"]
+__all__ = ["__version__", "evaluate", "get_model", "list_models", "load_model"]
 
 _LAZY = {
     "list_models": ("srcli.registry", "list_models"),
     "get_model": ("srcli.registry", "get_model"),
     "load_model": ("srcli.hub.loading", "load_model"),
+    "evaluate": ("srcli.eval.runner", "evaluate"),
 }
 
 

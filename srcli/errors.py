@@ -45,3 +45,15 @@ class CheckpointMismatchError(WeightsError):
 
 class NotImplementedModelError(SrcliError):
     """The model is registered but its architecture (or its weights) is not available yet."""
+
+
+class ImageReadError(SrcliError):
+    """An input image cannot be read (missing, truncated, not an image)."""
+
+
+class DatasetError(SrcliError):
+    """A benchmark data set is unknown, incomplete or damaged."""
+
+
+class UnknownDatasetError(UsageError):
+    """No benchmark data set has this name."""

@@ -50,3 +50,39 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SRCLI_CACHE_DIR", str(root))
     monkeypatch.delenv("SRCLI_OFFLINE", raising=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def _shared_mirror_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """One HTTP mirror per session (laid out like the cache) of the official checkpoints and of
+    Set5 / Set14 from ../shared, and one cache folder that the session's evaluations share."""
+    shared = require_shared()
+    from srcli.eval.datasets import DISPLAY_NAMES, load_sources
+    from srcli.hub.manifest import load_manifest
+
+    server = FileServer()
+    for entry in load_manifest().values():
+        source = shared / "weights" / entry.file
+        if source.is_file():
+            server.add(f"/weights/{entry.key}/{entry.file}", source.read_bytes())
+    for key in ("set5", "set14"):
+        for item in load_sources()[key]:
+            body = (shared / "data" / "benchmarks" / DISPLAY_NAMES[key] / item.file).read_bytes()
+            server.add(f"/datasets/{key}/{item.file}", body)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.url(""), tmp_path_factory.mktemp("session-cache")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def shared_mirror(_shared_mirror_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch) -> str:
+    """SRCLI_MIRRORS pointing at the session's local mirror, with the session's shared cache."""
+    url, cache_dir = _shared_mirror_server
+    monkeypatch.setenv("SRCLI_MIRRORS", url)
+    monkeypatch.setenv("SRCLI_CACHE_DIR", str(cache_dir))
+    monkeypatch.delenv("SRCLI_OFFLINE", raising=False)
+    return url

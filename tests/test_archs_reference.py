@@ -20,20 +20,17 @@ class Ref:
     arch: type[torch.nn.Module]
     scale: int
     input_255: bool  # RLFN weights were trained on [0, 255], IMDN on [0, 1]
-    # PSNR-Y on Set5 butterfly with a PIL-bicubic LR, measured with these modules. Their Set5
-    # means agree within 0.02 dB with shared/README.md's figures from the authors' code.
-    butterfly_psnr: float
     kwargs: dict = field(default_factory=dict)
 
 
 REFS = [
-    Ref("IMDN_x2.pth", IMDN, 2, False, 35.364),
-    Ref("IMDN_x3.pth", IMDN, 3, False, 30.883),
-    Ref("IMDN_x4.pth", IMDN, 4, False, 28.553),
-    Ref("rlfn_x2.pth", RLFN, 2, True, 35.576),
-    Ref("rlfn_x4.pth", RLFN, 4, True, 28.721),
-    Ref("rlfn_s_x2.pth", RLFN, 2, True, 35.557, {"num_features": 48}),
-    Ref("rlfn_s_x4.pth", RLFN, 4, True, 28.838, {"num_features": 48}),
+    Ref("IMDN_x2.pth", IMDN, 2, False),
+    Ref("IMDN_x3.pth", IMDN, 3, False),
+    Ref("IMDN_x4.pth", IMDN, 4, False),
+    Ref("rlfn_x2.pth", RLFN, 2, True),
+    Ref("rlfn_x4.pth", RLFN, 4, True),
+    Ref("rlfn_s_x2.pth", RLFN, 2, True, {"num_features": 48}),
+    Ref("rlfn_s_x4.pth", RLFN, 4, True, {"num_features": 48}),
 ]
 
 
@@ -81,10 +78,9 @@ def test_beats_bicubic_on_real_image(shared_dir: Path, ref: Ref) -> None:
     sr = np.round(np.clip(sr.astype(np.float64) / range_max * 255, 0, 255))
 
     psnr = _psnr_y(sr, hr_arr, s)
+    # A coarse wiring check; the exact numbers are asserted against the published tables in
+    # tests/test_eval_reproduces_papers.py.
     assert psnr > _psnr_y(bicubic, hr_arr, s) + 1.0
-    # Beating bicubic alone does not catch every miswiring (ReLU instead of LeakyReLU in RLFN-S x2
-    # still wins by ~5.7 dB, but loses ~2.4 dB against this pin).
-    assert psnr == pytest.approx(ref.butterfly_psnr, abs=0.1)
 
 
 def test_rlfn_rejects_too_small_input() -> None:

@@ -143,3 +143,9 @@ def test_cache_dir_override(tmp_path, flag, monkeypatch):
     assert out.stdout.strip() == str(target)
     out = run("models", "path", "asid", "-s", "3", "--cache-dir", str(target))
     assert out.stdout.strip() == str(target / "weights" / "asid.x3" / "ASID_X3_DIV2K_epoch0_ASID.pth")
+
+
+def test_missing_argument_is_a_usage_error():
+    out = run("models", "info")
+    assert out.returncode == 2
+    assert "Missing argument" in out.stderr

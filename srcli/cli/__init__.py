@@ -14,6 +14,7 @@ import typer
 from srcli._version import __version__
 from srcli.cli import models
 from srcli.cli.common import err_console, setup_logging
+from srcli.cli.eval import eval_cmd
 from srcli.errors import SrcliError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(models.app, name="models")
+app.command("eval")(eval_cmd)
 
 
 def _version(value: bool) -> None:
@@ -58,10 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         return 130
-    except Exception as exc:  # click usage errors in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:
+        # Usage errors (click's, vendored or not, in non-standalone mode): show and exit with their code.
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise

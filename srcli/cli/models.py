@@ -128,9 +128,7 @@ def info_cmd(
         f"input range: [{lo:g}, {hi:g}]; pad to multiple of {spec.pad_multiple}; "
         f"min input side {spec.min_size} px; reference protocol: {spec.protocol.describe()}"
     )
-    console.print(
-        f"precisions: fp32{''.join(', ' + p for p in spec.safe_precisions)}; licence: {spec.licence}"
-    )
+    console.print(f"precisions: fp32{''.join(', ' + p for p in spec.safe_precisions)}; licence: {spec.licence}")
     if not spec.implemented:
         console.print(f"[yellow]architecture not implemented yet ({spec.unavailable})[/yellow]")
     if spec.notes:

@@ -285,8 +285,5 @@ def published_for(
         (table, row)
         for table in load_tables().values()
         for row in table.rows
-        if row.model == name
-        and row.scale == scale
-        and row.self_ensemble == self_ensemble
-        and key in row.results
+        if row.model == name and row.scale == scale and row.self_ensemble == self_ensemble and key in row.results
     ]

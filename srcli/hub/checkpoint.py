@@ -46,9 +46,7 @@ def unwrap_state_dict(
             state = inner
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(
-            "the checkpoint holds no state dict of tensors (looked for " + ", ".join(keys) + ")"
-        )
+        raise WeightsError("the checkpoint holds no state dict of tensors (looked for " + ", ".join(keys) + ")")
     if strip_prefix and state and all(k.startswith(strip_prefix) for k in state):
         return {k[len(strip_prefix) :]: v for k, v in state.items()}
     return dict(state)

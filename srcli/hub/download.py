@@ -226,22 +226,17 @@ def _finish(entry: PinnedFile, partial: Path, final: Path, url: str) -> None:
     actual = sha256_file(partial)
     if entry.sha256 and actual != entry.sha256:
         partial.unlink()
-        raise HashMismatchError(
-            f"{url}: sha256 {actual} does not match the pinned {entry.sha256} for '{entry.key}'"
-        )
+        raise HashMismatchError(f"{url}: sha256 {actual} does not match the pinned {entry.sha256} for '{entry.key}'")
     recorded = read_recorded_hash(final)
     if not entry.sha256 and recorded and recorded != actual:
         partial.unlink()
         raise HashMismatchError(
-            f"{url}: sha256 {actual} differs from the one recorded at first download ({recorded}) "
-            f"for '{entry.key}'"
+            f"{url}: sha256 {actual} differs from the one recorded at first download ({recorded}) for '{entry.key}'"
         )
     partial.replace(final)
     if not entry.sha256 and not recorded:
         write_recorded_hash(final, actual, url)
-        log.warning(
-            "recorded sha256 %s for '%s' (upstream publishes none); later uses are checked", actual, entry.key
-        )
+        log.warning("recorded sha256 %s for '%s' (upstream publishes none); later uses are checked", actual, entry.key)
 
 
 def fetch(
@@ -267,8 +262,7 @@ def fetch(
     if offline:
         where = entry.urls[0] if entry.urls else entry.manual
         raise OfflineError(
-            f"'{entry.key}' is not in the cache and offline mode is on: put {entry.file} at {final} "
-            f"(source: {where})"
+            f"'{entry.key}' is not in the cache and offline mode is on: put {entry.file} at {final} (source: {where})"
         )
     urls = candidate_urls(entry)
     if not urls:
@@ -294,9 +288,7 @@ def fetch(
                 while True:
                     resumed = partial.exists()
                     try:
-                        _download_with_retries(
-                            session, url, partial, entry, reporter, retries, backoff, timeout
-                        )
+                        _download_with_retries(session, url, partial, entry, reporter, retries, backoff, timeout)
                         _finish(entry, partial, final, url)
                         return final
                     except HashMismatchError as exc:

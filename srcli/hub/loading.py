@@ -66,9 +66,7 @@ def load_model(
     spec = get_model(name)
     spec.check_scale(scale)
     module = spec.build(scale)
-    path = resolve_weights(
-        spec, scale, weights=weights, cache_dir=cache_dir, offline=offline, reporter=reporter
-    )
+    path = resolve_weights(spec, scale, weights=weights, cache_dir=cache_dir, offline=offline, reporter=reporter)
     digest = None
     if path is not None:
         state = unwrap_state_dict(read_checkpoint(path), spec.checkpoint_keys, spec.strip_prefix)

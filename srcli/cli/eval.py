@@ -1,0 +1,296 @@
+"""``srcli eval``: the papers' benchmark protocol, next to the published numbers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
+from srcli.errors import SrcliError, UsageError
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """``["set5,set14", "b100"]`` -> ``["set5", "set14", "b100"]``."""
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _scales(values: list[str] | None) -> list[int]:
+    out = []
+    for v in _split(values):
+        try:
+            out.append(int(v.lower().removeprefix("x")))
+        except ValueError:
+            raise UsageError(f"scale '{v}' is not a number (use e.g. -s 2,3,4)") from None
+    return out
+
+
+def _row(result: Any) -> dict[str, Any]:
+    pub = result.published[0] if result.published else None
+    return {
+        "model": result.model,
+        "dataset": result.dataset,
+        "scale": result.scale,
+        "psnr": round(result.psnr, 4),
+        "ssim": round(result.ssim, 5),
+        "published_psnr": pub["psnr"] if pub else None,
+        "published_ssim": pub["ssim"] if pub else None,
+        "delta_psnr": round(result.psnr - pub["psnr"], 4) if pub else None,
+        "delta_ssim": round(result.ssim - pub["ssim"], 5) if pub and pub["ssim"] is not None else None,
+        "published_in": pub["table"] if pub else None,
+        "images": len(result.images),
+        "skipped": len(result.skipped),
+        "seconds": round(result.seconds, 2),
+    }
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    cols = [
+        "model",
+        "dataset",
+        "scale",
+        "psnr",
+        "ssim",
+        "published_psnr",
+        "published_ssim",
+        "delta_psnr",
+        "published_in",
+        "images",
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _fmt_delta(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    colour = "green" if value >= 0 else ("yellow" if value > -0.05 * 10 ** (2 - digits) else "red")
+    return f"[{colour}]{value:+.{digits}f}[/{colour}]"
+
+
+def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> None:
+    table = Table(title="srcli eval — PSNR / SSIM on Y, border = scale (ours vs published)", title_justify="left")
+    for col, just in (
+        ("model", "left"),
+        ("dataset", "left"),
+        ("scale", "right"),
+        ("PSNR", "right"),
+        ("SSIM", "right"),
+        ("published", "right"),
+        ("Δ PSNR", "right"),
+        ("Δ SSIM", "right"),
+        ("source", "left"),
+        ("images", "right"),
+        ("time", "right"),
+    ):
+        table.add_column(col, justify=just)
+    for r in rows:
+        pub = (
+            "-"
+            if r["published_psnr"] is None
+            else (
+                f"{r['published_psnr']:.2f} / {r['published_ssim']:.4f}"
+                if r["published_ssim"] is not None
+                else f"{r['published_psnr']:.2f}"
+            )
+        )
+        table.add_row(
+            r["model"],
+            r["dataset"],
+            f"x{r['scale']}",
+            f"{r['psnr']:.2f}",
+            f"{r['ssim']:.4f}",
+            pub,
+            _fmt_delta(r["delta_psnr"], 2),
+            _fmt_delta(r["delta_ssim"], 4),
+            r["published_in"] or "-",
+            f"{r['images']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else ""),
+            f"{r['seconds']:.1f}s",
+        )
+    console.print(table)
+    if per_image:
+        for res in results:
+            t = Table(title=f"{res.model} on {res.dataset} x{res.scale}", title_justify="left")
+            for col in ("image", "HR size", "PSNR", "SSIM"):
+                t.add_column(col, justify="left" if col == "image" else "right")
+            for img in res.images:
+                t.add_row(img.name, f"{img.hr_size[1]}x{img.hr_size[0]}", f"{img.psnr:.2f}", f"{img.ssim:.4f}")
+            console.print(t)
+
+
+def eval_cmd(
+    model: Annotated[list[str] | None, typer.Option("-m", "--model", help="Model(s), comma-separated.")] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option("-d", "--dataset", help="set5, set14, b100, urban100, manga109 (comma-separated)."),
+    ] = None,
+    scale: Annotated[list[str] | None, typer.Option("-s", "--scale", help="Scale(s), e.g. 4 or 2,3,4.")] = None,
+    table_id: Annotated[str | None, typer.Option("--table", help="Run every row of a paper's table we can.")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Folder of HR images instead of a named set.")
+    ] = None,
+    sr_dir: Annotated[
+        Path | None, typer.Option("--sr-dir", help="Score SR images made elsewhere (no model runs).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Local checkpoint instead of the pinned one.")
+    ] = None,
+    self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="x8 flips/rotations (the '+' rows).")] = False,
+    whole: Annotated[bool, typer.Option("--whole", help="Whole-image inference even where the paper tiled.")] = False,
+    precision: Annotated[str, typer.Option("--precision", help="fp32 (default), bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    per_image: Annotated[bool, typer.Option("--per-image", help="Also print every image's scores.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full results (with protocol) as JSON.")] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the summary rows to a CSV file.")] = None,
+    md_path: Annotated[Path | None, typer.Option("--markdown", help="Write the summary as a Markdown table.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the full JSON report to a file.")] = None,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Score models on the standard SR benchmarks (PSNR/SSIM on Y), next to the papers' numbers."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from srcli.eval.runner import evaluate
+    from srcli.registry import InferenceProtocol
+
+    if precision not in {"fp32", "bf16", "fp16"}:
+        raise UsageError(f"precision '{precision}' is not one of fp32, bf16, fp16")
+    jobs = _jobs(model, dataset, scale, table_id, data_dir, sr_dir)
+    protocol = InferenceProtocol("whole") if whole else None
+    results = []
+    failures = 0
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with download_progress() as dl, progress:
+        for m, d, s in jobs:
+            task = progress.add_task(f"{m or 'sr-dir'} {d or data_dir} x{s}", total=None, rate="")
+            started = time.perf_counter()
+
+            def tick(done: int, total: int, name: str, task: int = task, started: float = started) -> None:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=done, total=total, rate=f"{rate:.2f} img/s")
+
+            try:
+                results.append(
+                    evaluate(
+                        m,
+                        d,
+                        s,
+                        data_dir=data_dir,
+                        sr_dir=sr_dir,
+                        weights=weights,
+                        self_ensemble=self_ensemble,
+                        precision=precision,
+                        device=device,
+                        protocol=protocol,
+                        cache_dir=cache_dir,
+                        offline=offline,
+                        progress=tick,
+                        download_reporter=dl,
+                    )
+                )
+            except SrcliError as exc:
+                if len(jobs) == 1:
+                    raise
+                failures += 1
+                err_console.print(f"[red]✗[/red] {m} {d} x{s}: {exc}", highlight=False)
+            progress.remove_task(task)
+    rows = [_row(r) for r in results]
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in results]))
+    elif rows:
+        _render(rows, results, per_image)
+    if rows and csv_path:
+        _write_atomic(csv_path, _csv(rows))
+    if rows and md_path:
+        _write_atomic(md_path, _markdown(rows))
+    if report:
+        _write_atomic(report, json.dumps([r.to_dict() for r in results], indent=2))
+    skipped = sum(len(r.skipped) for r in results)
+    if skipped and not as_json:
+        err_console.print(f"[yellow]{skipped} image(s) skipped[/yellow] (see warnings above)")
+    if failures:
+        err_console.print(f"[red]{failures} of {len(jobs)} evaluations failed[/red]")
+        raise typer.Exit(1)
+
+
+def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str | None, str | None, int]]:  # noqa: ANN001
+    """The (model, dataset, scale) triples to run, from the options or from a published table."""
+    from srcli.eval.datasets import resolve_dataset_name
+    from srcli.registry import get_model
+
+    models, datasets, scales = _split(model), _split(dataset), _scales(scale)
+    if table_id:
+        return _table_jobs(table_id, models, datasets, scales)
+    if not models and sr_dir is None:
+        raise UsageError("give a model with -m (or --sr-dir, or --table)")
+    if not datasets and data_dir is None:
+        raise UsageError("give a dataset with -d/--dataset (or --data-dir)")
+    if not scales:
+        raise UsageError("give a scale with -s (e.g. -s 4 or -s 2,3,4)")
+    for m in models:
+        spec = get_model(m)
+        for s in scales:
+            spec.check_scale(s)
+    for d in datasets:
+        resolve_dataset_name(d)
+    return [(m, d, s) for m in (models or [None]) for d in (datasets or [None]) for s in scales]
+
+
+def _table_jobs(
+    table_id: str, models: list[str], datasets: list[str], scales: list[int]
+) -> list[tuple[str | None, str | None, int]]:
+    """Every row of a published table whose model srcli can run, limited by any -m / -d / -s given."""
+    import difflib
+
+    from srcli.eval.published import load_tables
+    from srcli.registry import get_model
+
+    tables = load_tables()
+    if table_id not in tables:
+        close = difflib.get_close_matches(table_id, list(tables), n=1, cutoff=0.5)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise UsageError(f"unknown table '{table_id}'{hint} (known: {', '.join(tables)})")
+    jobs = []
+    for row in tables[table_id].rows:
+        if not row.model or row.self_ensemble:
+            continue
+        spec = get_model(row.model)
+        runnable = spec.implemented and (not spec.needs_weights or row.scale in spec.weight_scales)
+        if not runnable or (models and spec.name not in models) or (scales and row.scale not in scales):
+            continue
+        for d in row.results:
+            if not datasets or d in datasets:
+                jobs.append((spec.name, d, row.scale))
+    if not jobs:
+        raise UsageError(f"no row of '{table_id}' names a model srcli can run yet")
+    return jobs

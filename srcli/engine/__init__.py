@@ -1,0 +1,1 @@
+"""The inference engine: device choice, value ranges, padding, tiling, self-ensemble."""
