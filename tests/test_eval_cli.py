@@ -45,7 +45,7 @@ def test_cli_prints_ours_next_to_published_and_exports(shared_mirror, tmp_path):
         "--per-image",
     )
     assert out.returncode == 0, out.stderr
-    assert "28.42 / 0.8104" in out.stdout and "33.66 / 0.9299" in out.stdout  # published column
+    assert "28.42/0.8104" in out.stdout and "33.66/0.9299" in out.stdout  # published column
     assert "butterfly.png" in out.stdout  # per-image table
     rows = csv_path.read_text().splitlines()
     assert rows[0].startswith("model,dataset,scale,psnr,ssim,published_psnr")
@@ -54,6 +54,21 @@ def test_cli_prints_ours_next_to_published_and_exports(shared_mirror, tmp_path):
     data = json.loads(report.read_text())
     assert [d["scale"] for d in data] == [2, 4]
     assert data[1]["protocol"]["model"] == "bicubic" and len(data[1]["images"]) == 5
+
+
+def test_plot_of_psnr_vs_parameters(shared_mirror, tmp_path):
+    from srcli.eval.plot import parse_params, published_points
+
+    assert parse_params("694K") == 694_000 and parse_params("13.37M") == 13_370_000 and parse_params("-") is None
+    labels = {p.label for p in published_points("set5", 4)}
+    assert {"IMDN", "ASID", "ASID-D8"} <= labels
+    out = tmp_path / "fig.png"
+    result = run("eval", "-m", "imdn", "-d", "set5", "-s", "4", "--plot", str(out))
+    assert result.returncode == 0, result.stderr
+    pixels = np.asarray(Image.open(out).convert("RGB"))
+    red = (pixels[..., 0] > 180) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    blue = (pixels[..., 2] > 180) & (pixels[..., 0] < 60)
+    assert red.sum() > 50 and blue.sum() > 50  # our point and the published ones are drawn
 
 
 def test_cli_json_output(shared_mirror):

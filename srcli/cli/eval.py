@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
@@ -91,32 +92,26 @@ def _fmt_delta(value: float | None, digits: int) -> str:
 
 
 def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> None:
-    table = Table(title="srcli eval — PSNR / SSIM on Y, border = scale (ours vs published)", title_justify="left")
-    for col, just in (
-        ("model", "left"),
-        ("dataset", "left"),
-        ("scale", "right"),
-        ("PSNR", "right"),
-        ("SSIM", "right"),
-        ("published", "right"),
-        ("Δ PSNR", "right"),
-        ("Δ SSIM", "right"),
-        ("source", "left"),
-        ("images", "right"),
-        ("time", "right"),
-    ):
-        table.add_column(col, justify=just)
+    wide = console.width >= 130  # the source and time columns only where they fit unwrapped
+    table = Table(
+        title="srcli eval — PSNR / SSIM on Y, border = scale (ours vs published)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    columns = ["model", "dataset", "scale", "PSNR", "SSIM", "published", "Δ PSNR", "Δ SSIM", "images"]
+    columns += ["source", "time"] if wide else []
+    for col in columns:
+        table.add_column(col, justify="left" if col in {"model", "dataset", "source"} else "right", no_wrap=True)
     for r in rows:
-        pub = (
-            "-"
-            if r["published_psnr"] is None
-            else (
-                f"{r['published_psnr']:.2f} / {r['published_ssim']:.4f}"
-                if r["published_ssim"] is not None
-                else f"{r['published_psnr']:.2f}"
+        pub = "-"
+        if r["published_psnr"] is not None:
+            pub = f"{r['published_psnr']:.2f}" + (
+                f"/{r['published_ssim']:.4f}" if r["published_ssim"] is not None else ""
             )
-        )
-        table.add_row(
+        cells = [
             r["model"],
             r["dataset"],
             f"x{r['scale']}",
@@ -125,10 +120,10 @@ def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> 
             pub,
             _fmt_delta(r["delta_psnr"], 2),
             _fmt_delta(r["delta_ssim"], 4),
-            r["published_in"] or "-",
             f"{r['images']}" + (f" ({r['skipped']} skipped)" if r["skipped"] else ""),
-            f"{r['seconds']:.1f}s",
-        )
+        ]
+        cells += [r["published_in"] or "-", f"{r['seconds']:.1f}s"] if wide else []
+        table.add_row(*cells)
     console.print(table)
     if per_image:
         for res in results:
@@ -166,6 +161,9 @@ def eval_cmd(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the summary rows to a CSV file.")] = None,
     md_path: Annotated[Path | None, typer.Option("--markdown", help="Write the summary as a Markdown table.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the full JSON report to a file.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw PSNR vs parameters (ours and published) to a PNG.")
+    ] = None,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
@@ -235,12 +233,33 @@ def eval_cmd(
         _write_atomic(md_path, _markdown(rows))
     if report:
         _write_atomic(report, json.dumps([r.to_dict() for r in results], indent=2))
+    if plot and results:
+        _plot(results, plot)
     skipped = sum(len(r.skipped) for r in results)
     if skipped and not as_json:
         err_console.print(f"[yellow]{skipped} image(s) skipped[/yellow] (see warnings above)")
     if failures:
         err_console.print(f"[red]{failures} of {len(jobs)} evaluations failed[/red]")
         raise typer.Exit(1)
+
+
+def _plot(results: list[Any], out: Path) -> None:
+    """One PSNR-vs-parameters figure for the first (dataset, scale) evaluated, as in the papers' Figure 1."""
+    from srcli.eval.datasets import resolve_dataset_name
+    from srcli.eval.plot import PlotPoint, draw_psnr_vs_params, published_points
+    from srcli.registry import get_model
+
+    first = results[0]
+    dataset = resolve_dataset_name(first.dataset)
+    points = published_points(dataset, first.scale)
+    for r in results:
+        if resolve_dataset_name(r.dataset) != dataset or r.scale != first.scale:
+            continue
+        params = get_model(r.model).params.get(r.scale)
+        if params:
+            points.append(PlotPoint(f"{r.model} (srcli)", params, r.psnr, ours=True))
+    draw_psnr_vs_params(points, out, f"PSNR vs parameters, {first.dataset} x{first.scale}")
+    err_console.print(f"plot written to {out}", highlight=False)
 
 
 def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str | None, str | None, int]]:  # noqa: ANN001
