@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from srcli.cli.common import (
@@ -76,17 +77,27 @@ def list_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         console.print_json(json.dumps(records))
         return
-    table = Table(title=f"srcli models  (cache: {root})", title_justify="left")
+    table = Table(
+        title=f"srcli models  (cache: {root})",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        caption="params: at the largest scale; (planned): architecture not implemented yet",
+        caption_justify="left",
+    )
     for col in ("model", "family", "scales", "params", "weights cached", "licence"):
         table.add_column(col, overflow="fold")
     for rec in records:
-        params = sorted({human_count(n) for n in rec["params"].values()}) or ["-"]
+        counts = rec["params"]
+        params = human_count(counts[max(counts, key=lambda k: int(k[1:]))]) if counts else "-"
         cells = []
         for scale, w in rec["weights"].items():
             if w["cached"]:
                 cells.append(f"[green]{scale} ✓ {human_bytes(w['cached_bytes'])}[/green]")
             else:
-                cells.append(f"[dim]{scale} -[/dim]")
+                cells.append(f"[dim]{scale} –[/dim]")
         if not rec["weights"]:
             cells = ["[dim]none needed[/dim]"] if rec["name"] == "bicubic" else ["[dim]none published[/dim]"]
         name = rec["name"] if rec["implemented"] else f"{rec['name']} [dim](planned)[/dim]"
@@ -94,8 +105,8 @@ def list_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
             name,
             rec["family"],
             " ".join(f"x{s}" for s in rec["scales"]),
-            "/".join(params),
-            "  ".join(cells),
+            params,
+            " ".join(cells),
             rec["licence"],
         )
     console.print(table)
