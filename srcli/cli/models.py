@@ -22,7 +22,6 @@ from srcli.cli.common import (
 from srcli.errors import SrcliError, UsageError
 from srcli.hub.cache import cache_root, entry_path, offline_requested, verify_file
 from srcli.hub.download import fetch
-from srcli.hub.loading import cached_weights
 from srcli.hub.manifest import get_entry, load_manifest
 from srcli.registry import ModelSpec, get_model, list_models
 
@@ -30,12 +29,12 @@ app = typer.Typer(help="List, describe, download and verify models and their wei
 
 
 def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
-    cached = cached_weights(spec, root)
     manifest = load_manifest()
     weights = {}
     for scale in spec.weight_scales:
         entry = manifest.get(spec.weights_key(scale))
-        path = cached.get(scale)
+        path = entry_path(entry, root) if entry else None
+        path = path if path is not None and path.is_file() else None
         weights[f"x{scale}"] = {
             "key": spec.weights_key(scale),
             "file": entry.file if entry else None,

@@ -60,7 +60,7 @@ def load_sources() -> dict[str, tuple[PinnedFile, ...]]:
 
 def resolve_dataset_name(name: str) -> str:
     """Canonical lower-case name of a data set; unknown names get a did-you-mean."""
-    key = name.strip().lower()
+    key = name.strip().lower().replace("-", "").replace("_", "")
     key = _ALIASES.get(key, key)
     known = list(load_sources())
     if key in known:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from srcli.errors import UsageError
+from srcli.errors import UnknownDatasetError, UsageError
+from srcli.eval.datasets import BENCHMARKS, resolve_dataset_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,14 +40,7 @@ __all__ = [
 PUBLISHED_TOML = Path(__file__).resolve().parent / "published.toml"
 
 #: Dataset keys used in the TOML, in the column order of the papers' tables.
-DATASETS: tuple[str, ...] = ("set5", "set14", "b100", "urban100", "manga109")
-
-_DATASET_ALIASES: dict[str, str] = {
-    "bsd100": "b100",
-    "bsds100": "b100",
-    "urban": "urban100",
-    "manga": "manga109",
-}
+DATASETS: tuple[str, ...] = BENCHMARKS
 
 _TABLE_KEYS = {"id", "paper", "source", "seed", "caption", "row"}
 _ROW_KEYS = {
@@ -133,10 +127,9 @@ def normalize_dataset(name: str) -> str:
     Raises:
         UsageError: The name is not one of the five benchmark datasets.
     """
-    key = name.strip().lower().replace("-", "").replace("_", "")
-    key = _DATASET_ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise UsageError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
+    key = resolve_dataset_name(name)
+    if key not in DATASETS:  # a training set such as t91: no paper reports on it
+        raise UnknownDatasetError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
     return key
 
 

@@ -76,17 +76,3 @@ def load_model(
     for p in module.parameters():
         p.requires_grad_(False)
     return LoadedModel(spec=spec, scale=scale, module=module, weights_path=path, weights_sha256=digest)
-
-
-def cached_weights(spec: ModelSpec, root: Path) -> dict[int, Path | None]:
-    """For each pinned scale of ``spec``, the cached file's path, or ``None`` when not cached."""
-    from srcli.hub.cache import entry_path
-    from srcli.hub.manifest import load_manifest
-
-    manifest = load_manifest()
-    found: dict[int, Path | None] = {}
-    for scale in spec.weight_scales:
-        entry = manifest.get(spec.weights_key(scale))
-        path = entry_path(entry, root) if entry else None
-        found[scale] = path if path is not None and path.is_file() else None
-    return found

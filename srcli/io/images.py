@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from srcli.errors import ImageReadError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -20,6 +21,9 @@ def read_rgb_uint8(path: str | Path) -> torch.Tensor:
     on their stored pixels, as MATLAB's ``imread`` reads them. 16-bit images are reduced to
     8 bits by rounding.
     """
+    # Imported here so that listing folders (IMAGE_SUFFIXES) does not load numpy and torch.
+    import numpy as np
+    import torch
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
