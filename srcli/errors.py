@@ -57,3 +57,15 @@ class DatasetError(SrcliError):
 
 class UnknownDatasetError(UsageError):
     """No benchmark data set has this name."""
+
+
+class ImageWriteError(SrcliError):
+    """An output image cannot be written (refused overwrite, encoder failure, disk full)."""
+
+
+class DeviceError(UsageError):
+    """The requested device or precision cannot be used here."""
+
+
+class DeviceOutOfMemoryError(SrcliError):
+    """The device ran out of memory even at the smallest tile the engine tries."""

@@ -85,6 +85,14 @@ class ModelSpec:
     #: Smallest input side the model accepts (smaller inputs are padded by the engine).
     min_size: int = 1
     protocol: InferenceProtocol = InferenceProtocol()
+    #: LR pixels each tile shares with its neighbours in ``srcli upscale`` (at least the model's
+    #: effective receptive margin, so the feathered merge hides tile borders).
+    tile_overlap: int = 16
+    #: Largest tile side ``--tile auto`` uses where free memory cannot be measured (CPU, MPS).
+    auto_tile: int = 768
+    #: Tile side ``--tile auto`` prefers whatever the memory (``None``: as large as fits). Attention
+    #: models trained on small patches keep their statistics closer to training with small tiles.
+    preferred_tile: int | None = None
     #: Reduced precisions that keep the output within tolerance of fp32 (fp32 is always safe).
     safe_precisions: tuple[Precision, ...] = ()
     #: Learnable parameters per scale, as counted on the implemented module.
@@ -155,7 +163,7 @@ _ASID_PAPER = PaperRef(
     "ASID Table 1",
 )
 _MSRA_PAPER = PaperRef(
-    "Multi-Scale Residual Attention for image super-resolution (MSRA-SR)",
+    "Image Super-resolution Transformer with Multi-scale Shared Representation Acquisition (MSRA-SR)",
     "ICCV 2023",
     "",
     "MSRA-SR Tables 1 and 2",
@@ -164,40 +172,66 @@ _MSRA_PAPER = PaperRef(
 _RGT_COMMON: dict[str, Any] = dict(
     family="RGT",
     paper=_RGT_PAPER,
-    arch=None,
+    arch="srcli.archs.rgt:RGT",
+    # The released configs call the scale ``upscale``.
+    scale_kwarg="upscale",
     weight_scales=(2, 3, 4),
     value_range=RANGE_01,
     checkpoint_keys=("params", "params_ema", "state_dict", "model"),
+    # Any size works: the module mirror-pads inputs upstream rejects (a side < 16 px, or a short side
+    # under 4^T for the recursion depth T of the long side) and crops; other sizes are not padded, so
+    # the engine pads nothing (padding would change RG-SA's global pooling).
+    pad_multiple=1,
+    min_size=1,
     safe_precisions=("bf16", "fp16"),
     licence="Apache-2.0",
-    unavailable="issue #6",
-    notes="x2/x3 weights live only in the authors' Google Drive folder (see 'srcli models info').",
+    notes="x2/x3 weights live only in the authors' Google Drive folder (see 'srcli models info')."
+    " Inputs upstream rejects (a side under 16 px, or too elongated for RG-SA's recursion, e.g. 20x1100)"
+    " are mirror-padded inside the model and cropped. Outputs depend on the input size (RG-SA pools the"
+    " whole image), so tiles give slightly different results than the whole image.",
 )
 _ASID_COMMON: dict[str, Any] = dict(
     family="ASID",
     paper=_ASID_PAPER,
-    arch=None,
+    arch="srcli.archs.asid:ASID",
     weight_scales=(2, 3, 4),
     value_range=RANGE_PM1,
     ignore_keys=("rel_pos_indices",),
-    pad_multiple=8,
-    min_size=9,
+    # The module zero-pads to a multiple of 8 itself (as upstream): engine-side reflect padding would change
+    # the output, so the engine pads nothing.
+    pad_multiple=1,
+    min_size=1,
     protocol=InferenceProtocol("tiled", tile=64, overlap=24),
+    # srcli upscale: the authors' 64 px tiles (their training and test regime), merged seamlessly.
+    preferred_tile=64,
+    tile_overlap=24,
     safe_precisions=("bf16", "fp16"),
     licence="not stated upstream",
-    unavailable="issue #7",
-    notes="Upstream publishes no hash: srcli records it on first download and verifies it after.",
+    notes="Upstream publishes no hash: srcli records it on first download and verifies it after."
+    " Inputs with a side of 8 px or less (which upstream rejects) are zero-padded to 16 px inside the model."
+    " Key layout, ESA, LayerNorm2d and upsampler follow a reconstruction checked against conformance goldens,"
+    " not yet against the released files.",
 )
 _MSRA_COMMON: dict[str, Any] = dict(
     family="MSRA-SR",
     paper=_MSRA_PAPER,
-    arch=None,
+    arch="srcli.archs.msra_sr:MSRASR",
+    # No weights were ever published: 'srcli train' or --weights FILE.
     weight_scales=(),
-    pad_multiple=64,
+    value_range=RANGE_01,
+    # The module mirror-pads to its window multiple (64) itself and crops: any size works.
+    pad_multiple=1,
+    min_size=1,
+    safe_precisions=("bf16",),
     licence="Apache-2.0 (ours)",
-    unavailable="issue #8",
-    notes="No code or weights were published (the authors used MindSpore): train with 'srcli train'"
-    " or pass --weights FILE.",
+)
+_MSRA_READING = (
+    "No code or weights were ever published (the authors used MindSpore); this is our PyTorch reading of"
+    " the paper. From the paper: the layout (groups of 4 blocks, window 16, 6 heads, MLP ratio 2), cross-scale"
+    " attention (s = 1, 2, 4), attention shared inside a group through a 3x3 depthwise F, channel attention as"
+    " global attention, 1/3/5/7 depthwise convs folded into one 7x7 for inference. Ours: heads split 2 per"
+    " scale, F on the s = 1 logits only, channel-attention width C, no shifted windows, mirror padding to 64"
+    " inside the model, checkpoints in the folded (deploy) form."
 )
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -256,8 +290,30 @@ MODELS: tuple[ModelSpec, ...] = (
         licence="Apache-2.0",
     ),
     ModelSpec(
+        name="survey-net",
+        family="SurveyNet",
+        summary="The survey's own small CNN: 4 residual distillation blocks, 48 channels, ESA (our implementation).",
+        paper=PaperRef(
+            "Hitchhiker's Guide to Super-Resolution: Introduction and Recent Advances",
+            "reading notes on the survey (seeds/hitchhikers-guide-sr)",
+            "",
+            "'Possible Architecture' section (no published results)",
+        ),
+        arch="srcli.archs.survey_net:SurveyNet",
+        # 48 x 4: ~0.3M parameters, 1.6x RLFN-S's CPU inference speed (benchmarks/survey_net_size.py).
+        arch_kwargs={"num_features": 48, "num_blocks": 4},
+        weight_scales=(),
+        aliases=("hgsr", "survey_net", "surveynet"),
+        value_range=RANGE_01,
+        min_size=15,
+        params={2: 301_308, 3: 307_803, 4: 316_896},
+        licence="Apache-2.0 (ours)",
+        notes="No published weights: train with 'srcli train --model survey-net' or pass --weights FILE.",
+    ),
+    ModelSpec(
         name="rgt",
         summary="Recursive generalization transformer, 8 groups x 6 blocks.",
+        arch_kwargs={"depth": (6,) * 8, "num_heads": (6,) * 8},
         params={2: 13_217_831, 3: 13_402_471, 4: 13_365_543},
         **_RGT_COMMON,
     ),
@@ -265,12 +321,14 @@ MODELS: tuple[ModelSpec, ...] = (
         name="rgt-s",
         summary="RGT-S: the smaller RGT, 6 groups x 6 blocks.",
         aliases=("rgt_s", "rgts"),
+        arch_kwargs={"depth": (6,) * 6, "num_heads": (6,) * 6},
         params={2: 10_051_055, 3: 10_235_695, 4: 10_198_767},
         **_RGT_COMMON,
     ),
     ModelSpec(
         name="asid",
         summary="Attention-sharing information distillation transformer, 3 blocks (lightweight).",
+        arch_kwargs={"num_blocks": 3},
         params={2: 297_516, 3: 304_011, 4: 313_104},
         **_ASID_COMMON,
     ),
@@ -278,6 +336,7 @@ MODELS: tuple[ModelSpec, ...] = (
         name="asid-d8",
         summary="ASID-D8: ASID with 8 distillation blocks.",
         aliases=("asid_d8", "asidd8"),
+        arch_kwargs={"num_blocks": 8},
         params={2: 732_146, 3: 738_641, 4: 747_734},
         **_ASID_COMMON,
     ),
@@ -285,12 +344,28 @@ MODELS: tuple[ModelSpec, ...] = (
         name="msra-sr-light",
         summary="MSRA-SR lightweight: 4 groups x 4 blocks, 60 channels, window 16 (our PyTorch design).",
         aliases=("msra-light", "msra_sr_light"),
+        arch_kwargs={"deploy": True},
+        params={2: 775_280, 3: 783_395, 4: 794_756},
+        notes=_MSRA_READING + " Paper: 769K / 777K / 789K parameters, 196.0G Mult-Adds at x2; ours 775K /"
+        " 783K / 795K and 196.8G (1024x720 output). Details: docs/msra-sr.md.",
         **_MSRA_COMMON,
     ),
     ModelSpec(
         name="msra-sr",
         summary="MSRA-SR classical: 6 groups x 4 blocks, 192 channels (our PyTorch design).",
         aliases=("msra", "msra_sr"),
+        arch_kwargs={
+            "embed_dim": 192,
+            "depths": (4, 4, 4, 4, 4, 4),
+            "upsampler": "pixelshuffle",
+            "share_attn": False,
+            "deploy": True,
+        },
+        params={2: 12_004_211, 3: 12_188_851, 4: 12_151_923},
+        notes=_MSRA_READING + " Attention sharing is OFF in this classical variant, our reading of the"
+        " numbers: the paper's text applies sharing to both tasks, but its classical x4 figures (12.2M"
+        " parameters, 645G Mult-Adds) match this design without sharing (12.15M, 643G) and not with it"
+        " (10.78M, 539G). Details: docs/msra-sr.md.",
         **_MSRA_COMMON,
     ),
 )

@@ -1,9 +1,12 @@
 """A small real HTTP server for download tests: Range support, dropped connections, 404s,
-and a mimic of Google Drive's "can't scan this file for viruses" confirmation page."""
+a mimic of Google Drive's "can't scan this file for viruses" confirmation page, and of its
+public folder pages (the listing embedded as an escaped JSON string in ``window['_DRIVE_ivd']``,
+or as HTML entries in the embedded folder view)."""
 
 from __future__ import annotations
 
 import html
+import json
 import re
 import threading
 import time
@@ -28,6 +31,72 @@ class Route:
     requests: list[dict] = field(default_factory=list)
 
 
+FOLDER_MIME = "application/vnd.google-apps.folder"
+
+
+@dataclass
+class DriveFolder:
+    """A mimicked public Drive folder: children are ``(id, name, is_folder)``.
+
+    ``page``: ``"ivd"`` (today's folder page, listing in ``window['_DRIVE_ivd']``), ``"entries"``
+    (HTML entries with ``id="entry-<id>"``, like the embedded folder view), or ``"broken"`` (a page
+    with no listing, e.g. a sign-in wall). ``embedded``: also answer ``/embeddedfolderview?id=``.
+    """
+
+    children: list[tuple[str, str, bool]]
+    name: str = "folder"
+    page: str = "ivd"
+    embedded: bool = False
+    requests: int = 0
+
+
+def _js_escape(text: str) -> str:
+    """Escape like Drive does: JSON punctuation as \\xNN, non-ASCII as \\uNNNN."""
+    out = []
+    for ch in text:
+        if ch in "\"[]{}\\/'<>=&":
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) > 126:
+            units = ch.encode("utf-16-be")  # astral characters become a surrogate pair, as in JS
+            out.extend(f"\\u{int.from_bytes(units[i : i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def ivd_page(folder_id: str, folder: DriveFolder) -> str:
+    """A folder page carrying its listing the way Drive's does."""
+    children = [
+        [cid, [folder_id], name, FOLDER_MIME if is_folder else "application/octet-stream", None, None, 0, 0, 0, 1]
+        + [None, None, None, 0 if is_folder else 1234]
+        for cid, name, is_folder in folder.children
+    ]
+    data = json.dumps([children or None, None, None, None, [], 1], ensure_ascii=False)
+    return (
+        f"<!DOCTYPE html><html><head><title>{html.escape(folder.name)} - Google Drive</title></head><body>"
+        '<div id="drive_main_page"></div><script nonce="abc">window.viewerData = {};</script>'
+        f"<script nonce=\"abc\">window['_DRIVE_ivd'] = '{_js_escape(data)}';"
+        "if (window['_DRIVE_ivdc']) {window['_DRIVE_ivdc']();}</script></body></html>"
+    )
+
+
+def entries_page(base: str, folder: DriveFolder) -> str:
+    """An HTML listing like the embedded folder view: one ``flip-entry`` per child."""
+    rows = []
+    for cid, name, is_folder in folder.children:
+        href = f"{base}/drive/folders/{cid}" if is_folder else f"{base}/file/d/{cid}/view?usp=drive_web"
+        rows.append(
+            f'<div class="flip-entry" id="entry-{html.escape(cid)}" tabindex="0" role="link">'
+            f'<div class="flip-entry-info"><a href="{html.escape(href)}" target="_blank">'
+            '<div class="flip-entry-list-icon"><img src="/icon.png"></div>'
+            f'<div class="flip-entry-title">{html.escape(name)}</div></a></div></div>'
+        )
+    return (
+        f"<!DOCTYPE html><html><head><title>{html.escape(folder.name)}</title></head><body>"
+        f'<div class="flip-entries">{"".join(rows)}</div></body></html>'
+    )
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: FileServer
     protocol_version = "HTTP/1.1"
@@ -41,8 +110,11 @@ class _Handler(BaseHTTPRequestHandler):
             route = self.server.routes.get(parsed.path)
             if route is not None:
                 route.requests.append({"range": self.headers.get("Range"), "query": parsed.query})
-        if parsed.path == "/uc" and self.server.gdrive_file is not None:
+        if parsed.path == "/uc" and self.server.gdrive_files:
             self._gdrive_page(parse_qs(parsed.query))
+            return
+        if parsed.path.startswith("/drive/folders/") or parsed.path == "/embeddedfolderview":
+            self._gdrive_folder(parsed.path, parse_qs(parsed.query))
             return
         if route is None:
             self._plain(404, b"not found")
@@ -50,10 +122,18 @@ class _Handler(BaseHTTPRequestHandler):
         if route.status != 200:
             self._plain(route.status, b"error")
             return
-        if parsed.path == "/gdrive-download" and "confirm" not in parse_qs(parsed.query):
-            self._plain(403, b"no confirm token")
-            return
         body, start = route.body, 0
+        if parsed.path == "/gdrive-download":
+            query = parse_qs(parsed.query)
+            if "confirm" not in query:
+                self._plain(403, b"no confirm token")
+                return
+            with self.server.lock:
+                found = self.server.gdrive_files.get((query.get("id") or [""])[0])
+            if found is None:
+                self._plain(404, b"no such file")
+                return
+            body = found
         match = re.match(r"bytes=(\d+)-$", self.headers.get("Range") or "")
         if match and route.support_range:
             start = int(match.group(1))
@@ -99,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         file_id = (query.get("id") or [""])[0]
         with self.server.lock:
             self.server.gdrive_pages += 1
-        if file_id != self.server.gdrive_id:
+        if file_id not in self.server.gdrive_files:
             self._plain(404, b"<html>No such file</html>", "text/html")
             return
         action = f"http://127.0.0.1:{self.server.server_port}/gdrive-download"
@@ -116,6 +196,26 @@ class _Handler(BaseHTTPRequestHandler):
         ).encode()
         self._plain(200, page, "text/html; charset=utf-8")
 
+    def _gdrive_folder(self, path: str, query: dict[str, list[str]]) -> None:
+        """A public folder's page (``/drive/folders/<id>``) or embedded view (``/embeddedfolderview?id=``)."""
+        embedded = path == "/embeddedfolderview"
+        folder_id = (query.get("id") or [""])[0] if embedded else path.rsplit("/", 1)[-1]
+        with self.server.lock:
+            folder = self.server.gdrive_folders.get(folder_id)
+            if folder is not None:
+                folder.requests += 1
+        if folder is None or (embedded and not folder.embedded):
+            self._plain(404, b"<html>Not found</html>", "text/html")
+            return
+        base = self.server.url("")
+        if embedded or folder.page == "entries":
+            page = entries_page(base, folder)
+        elif folder.page == "ivd":
+            page = ivd_page(folder_id, folder)
+        else:
+            page = "<html><head><title>Sign in - Google Accounts</title></head><body>Sign in</body></html>"
+        self._plain(200, page.encode(), "text/html; charset=utf-8")
+
 
 class FileServer(ThreadingHTTPServer):
     """``ThreadingHTTPServer`` on 127.0.0.1 with a table of routes."""
@@ -126,8 +226,8 @@ class FileServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.routes: dict[str, Route] = {}
         self.lock = threading.Lock()
-        self.gdrive_id: str | None = None
-        self.gdrive_file: bytes | None = None
+        self.gdrive_files: dict[str, bytes] = {}
+        self.gdrive_folders: dict[str, DriveFolder] = {}
         self.gdrive_pages = 0
 
     def url(self, path: str) -> str:
@@ -142,6 +242,14 @@ class FileServer(ThreadingHTTPServer):
 
     def add_gdrive(self, file_id: str, body: bytes) -> str:
         """Mimic Google Drive for ``file_id``; returns the ``/uc?export=download&id=...`` URL."""
-        self.gdrive_id, self.gdrive_file = file_id, body
-        self.add("/gdrive-download", body)
+        with self.lock:
+            self.gdrive_files[file_id] = body
+        if "/gdrive-download" not in self.routes:
+            self.add("/gdrive-download", body)
         return self.url(f"/uc?export=download&id={file_id}")
+
+    def add_gdrive_folder(self, folder_id: str, children: list[tuple[str, str, bool]], **kwargs) -> DriveFolder:
+        """Mimic a public Drive folder at ``/drive/folders/<folder_id>`` (see ``DriveFolder``)."""
+        folder = DriveFolder(children=children, **kwargs)
+        self.gdrive_folders[folder_id] = folder
+        return folder

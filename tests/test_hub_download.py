@@ -175,7 +175,8 @@ def test_file_placed_by_hand_is_accepted_and_recorded(cache, imdn_x2):
 
 
 def test_no_url_explains_the_manual_route(cache):
-    entry = get_entry("rgt.x2")
+    # Without its Drive folder (looked up online: tests/test_hub_gdrive.py), only the manual route is left.
+    entry = replace(get_entry("rgt.x2"), drive_folder="")
     with pytest.raises(WeightsError, match="Google Drive folder"):
         fetch(entry, cache)
 

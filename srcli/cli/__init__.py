@@ -12,9 +12,11 @@ from typing import Annotated
 import typer
 
 from srcli._version import __version__
-from srcli.cli import models
+from srcli.cli import models, train
+from srcli.cli.bench import bench_cmd
 from srcli.cli.common import err_console, setup_logging
 from srcli.cli.eval import eval_cmd
+from srcli.cli.upscale import upscale_cmd
 from srcli.errors import SrcliError
 
 app = typer.Typer(
@@ -25,7 +27,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(models.app, name="models")
+app.command("upscale")(upscale_cmd)
 app.command("eval")(eval_cmd)
+app.command("bench")(bench_cmd)
+app.add_typer(train.app, name="train")
 
 
 def _version(value: bool) -> None:

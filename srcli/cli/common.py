@@ -34,7 +34,7 @@ class _RichLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         style = "yellow" if record.levelno >= logging.WARNING else "dim"
-        err_console.print(f"[{style}]{record.getMessage()}[/{style}]", highlight=False)
+        err_console.print(f"[{style}]{record.getMessage()}[/{style}]", highlight=False, soft_wrap=True)
 
 
 def setup_logging(verbose: bool = False) -> None:

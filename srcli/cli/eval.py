@@ -14,7 +14,7 @@ from rich import box
 from rich.table import Table
 
 from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
-from srcli.errors import SrcliError, UsageError
+from srcli.errors import DownloadError, OfflineError, SrcliError, UsageError
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -32,8 +32,11 @@ def _scales(values: list[str] | None) -> list[int]:
     return out
 
 
-def _row(result: Any) -> dict[str, Any]:
-    pub = result.published[0] if result.published else None
+def _row(result: Any, table_id: str | None = None) -> dict[str, Any]:
+    published = result.published
+    if table_id:  # reproducing a table: compare with the value that table prints
+        published = sorted(published, key=lambda p: p["table"] != table_id)
+    pub = published[0] if published else None
     return {
         "model": result.model,
         "dataset": result.dataset,
@@ -111,6 +114,10 @@ def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> 
             pub = f"{r['published_psnr']:.2f}" + (
                 f"/{r['published_ssim']:.4f}" if r["published_ssim"] is not None else ""
             )
+        if r["psnr"] is None:  # a published row srcli did not run (``--table``)
+            cells = [r["model"], r["dataset"], f"x{r['scale']}", "-", "-", pub, "-", "-", f"[dim]{r['status']}[/dim]"]
+            table.add_row(*cells, *([r["published_in"], "-"] if wide else []))
+            continue
         cells = [
             r["model"],
             r["dataset"],
@@ -179,6 +186,7 @@ def eval_cmd(
     protocol = InferenceProtocol("whole") if whole else None
     results = []
     failures = 0
+    unavailable: set[tuple[str | None, int]] = set()  # (model, scale) whose weights could not be had
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -190,6 +198,8 @@ def eval_cmd(
     )
     with download_progress() as dl, progress:
         for m, d, s in jobs:
+            if (m, s) in unavailable:
+                continue
             task = progress.add_task(f"{m or 'sr-dir'} {d or data_dir} x{s}", total=None, rate="")
             started = time.perf_counter()
 
@@ -217,14 +227,25 @@ def eval_cmd(
                     )
                 )
             except SrcliError as exc:
-                if len(jobs) == 1:
+                if table_id and isinstance(exc, (DownloadError, OfflineError)):
+                    # The table lists the row as not run; its other data sets need not retry the download.
+                    unavailable.add((m, s))
+                    err_console.print(f"[yellow]-[/yellow] {m} x{s}: weights not available ({exc})", highlight=False)
+                elif len(jobs) == 1:
                     raise
-                failures += 1
-                err_console.print(f"[red]✗[/red] {m} {d} x{s}: {exc}", highlight=False)
+                else:
+                    failures += 1
+                    err_console.print(f"[red]✗[/red] {m} {d} x{s}: {exc}", highlight=False)
             progress.remove_task(task)
-    rows = [_row(r) for r in results]
+    rows = [_row(r, table_id) for r in results]
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in results]))
+    elif table_id:
+        _render(
+            _table_listing(table_id, results, unavailable, _split(model), _split(dataset), _scales(scale)),
+            results,
+            per_image,
+        )
     elif rows:
         _render(rows, results, per_image)
     if rows and csv_path:
@@ -283,6 +304,63 @@ def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str |
     for d in datasets:
         resolve_dataset_name(d)
     return [(m, d, s) for m in (models or [None]) for d in (datasets or [None]) for s in scales]
+
+
+def _table_listing(
+    table_id: str,
+    results: list[Any],
+    unavailable: set[tuple[str | None, int]],
+    models: list[str],
+    datasets: list[str],
+    scales: list[int],
+) -> list[dict[str, Any]]:
+    """Every row of a published table (within any -m / -d / -s), in its order: our score where we ran the
+    row, else the published values and why srcli did not run it."""
+    from srcli.eval.datasets import DISPLAY_NAMES, resolve_dataset_name
+    from srcli.eval.published import load_tables
+    from srcli.registry import get_model
+
+    ours = {(r.model, resolve_dataset_name(r.dataset), r.scale): _row(r, table_id) for r in results}
+    wanted_models = {get_model(m).name for m in models}
+    datasets = [resolve_dataset_name(d) for d in datasets]
+    listing = []
+    for row in load_tables()[table_id].rows:
+        spec = get_model(row.model) if row.model else None
+        if (scales and row.scale not in scales) or (wanted_models and (spec is None or spec.name not in wanted_models)):
+            continue
+        for d, (psnr, ssim) in row.results.items():
+            if datasets and d not in datasets:
+                continue
+            hit = ours.get((spec.name, d, row.scale)) if spec and not row.self_ensemble else None
+            if hit:
+                listing.append(hit)
+                continue
+            if spec is None:
+                status = "not in srcli"
+            elif row.self_ensemble:
+                status = "self-ensemble row"
+            elif not spec.implemented:
+                status = "not implemented"
+            elif spec.needs_weights and row.scale not in spec.weight_scales:
+                status = "no weights"
+            elif (spec.name, row.scale) in unavailable:
+                status = "weights not available"
+            else:
+                status = "failed"
+            listing.append(
+                {
+                    "model": spec.name if spec else row.method,
+                    "dataset": DISPLAY_NAMES[d],
+                    "scale": row.scale,
+                    "psnr": None,
+                    "ssim": None,
+                    "published_psnr": psnr,
+                    "published_ssim": ssim,
+                    "published_in": table_id,
+                    "status": status,
+                }
+            )
+    return listing
 
 
 def _table_jobs(

@@ -22,6 +22,7 @@ from srcli.cli.common import (
 from srcli.errors import SrcliError, UsageError
 from srcli.hub.cache import cache_root, entry_path, offline_requested, verify_file
 from srcli.hub.download import fetch
+from srcli.hub.loading import check_placed_file
 from srcli.hub.manifest import get_entry, load_manifest
 from srcli.registry import ModelSpec, get_model, list_models
 
@@ -41,6 +42,7 @@ def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
             "sha256": entry.sha256 if entry else None,
             "size": entry.size if entry else None,
             "downloadable": bool(entry and entry.downloadable),
+            "drive_folder": (entry.drive_folder or None) if entry else None,
             "cached": path is not None,
             "path": str(path) if path else None,
             "cached_bytes": path.stat().st_size if path else None,
@@ -143,6 +145,8 @@ def info_cmd(
         console.print(f"[yellow]architecture not implemented yet ({spec.unavailable})[/yellow]")
     if spec.notes:
         console.print(f"note: {spec.notes}")
+    if spec.needs_weights and not spec.weight_scales:
+        console.print("weights: none were ever published; train them with 'srcli train' or pass --weights FILE")
     manifest = load_manifest()
     root = cache_root(cache_dir)
     for scale in spec.weight_scales:
@@ -154,12 +158,18 @@ def info_cmd(
         console.print(f"\n[bold]x{scale}[/bold] {entry.file} ({state}) → {where}")
         for i, url in enumerate(entry.urls):
             console.print(f"  {'url' if i == 0 else 'mirror'}: {url}", highlight=False)
+        if entry.drive_folder:
+            console.print(
+                f"  drive folder: {entry.drive_folder} (srcli looks up '{entry.drive_path or entry.file}' "
+                "there by name when downloading)",
+                highlight=False,
+            )
         if entry.sha256:
             console.print(f"  sha256: {entry.sha256}" + (f", {entry.size:,} bytes" if entry.size else ""))
         else:
             console.print("  sha256: not published upstream; recorded on first download and checked after")
         if entry.manual:
-            console.print(f"  [yellow]manual:[/yellow] {entry.manual}", highlight=False)
+            console.print(f"  [yellow]by hand:[/yellow] {entry.manual}", highlight=False)
         console.print(f"  licence: {entry.licence}; source: {entry.source}", highlight=False)
 
 
@@ -195,7 +205,13 @@ def download_cmd(
             for s in _selected_scales(spec, scale, all_scales):
                 entry = get_entry(spec.weights_key(s))
                 try:
-                    path = fetch(entry, root, offline=offline_requested(offline), reporter=report)
+                    path = fetch(
+                        entry,
+                        root,
+                        offline=offline_requested(offline),
+                        reporter=report,
+                        check_placed=lambda p, spec=spec, s=s: check_placed_file(spec, s, p),
+                    )
                     console.print(f"[green]✓[/green] {entry.key}: {path}", highlight=False)
                 except SrcliError as exc:
                     failed.append(entry.key)

@@ -4,7 +4,8 @@ Layout under the cache root::
 
     weights/<model>.x<scale>/<file>          the checkpoint, exactly as upstream serves it
     weights/<model>.x<scale>/<file>.sha256   hash recorded on first download (only where
-                                             weights.toml pins none)
+                                             weights.toml pins none), or for a file placed
+                                             by hand once its structure was checked
     weights/<model>.x<scale>/<file>.partial  an interrupted download, resumed next time
     datasets/<set>/<image>                   benchmark images (same rules)
 """

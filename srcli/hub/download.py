@@ -8,13 +8,16 @@ One careful path for every file:
 3. A per-file lock (``filelock``) makes concurrent processes wait for one download.
 4. Free disk space is checked before any byte is written.
 5. URLs: ``$SRCLI_MIRRORS`` (space-separated base URLs of mirrors laid out like the cache)
-   first, then the pinned URLs in order. Bytes stream into ``<file>.partial``; an
+   first, then the pinned URLs in order, then (for files published only inside a public
+   Google Drive folder) the file found by name in that folder (``srcli.hub.gdrive``), looked
+   up only when everything before it failed. Bytes stream into ``<file>.partial``; an
    interrupted transfer resumes with an HTTP ``Range`` request; transient failures (dropped
    connections, 429, 5xx) are retried with exponential backoff.
 6. Size and sha256 are checked on the ``.partial`` before ``os.replace`` gives it its final
    name, so the final name only ever holds a complete, verified file. Where weights.toml
    pins no hash, the first download's hash is recorded and every later use is checked
-   against it.
+   against it. A file placed in the cache by hand where no hash is pinned is first shown to
+   the caller's ``check_placed`` (a structure check: ``srcli.hub.loading``), then recorded.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from srcli.hub.cache import (
     sha256_file,
     write_recorded_hash,
 )
+from srcli.hub.gdrive import DriveFolderError, gdrive_base, resolve_folder_file
 from srcli.hub.manifest import PinnedFile
 
 log = logging.getLogger("srcli")
@@ -74,7 +78,10 @@ def candidate_urls(entry: PinnedFile) -> list[str]:
 
 
 def resolve_gdrive_url(url: str) -> str:
-    """Turn a Google Drive share link (``/file/d/<id>/view``) into its direct download URL."""
+    """Turn a Google Drive share link (``/file/d/<id>/view``) into its direct download URL.
+
+    The URL is built on ``$SRCLI_GDRIVE_BASE`` (default ``https://drive.google.com``).
+    """
     parsed = urlparse(url)
     if parsed.hostname not in {"drive.google.com", "docs.google.com"}:
         return url
@@ -86,7 +93,7 @@ def resolve_gdrive_url(url: str) -> str:
         file_id = (parse_qs(parsed.query).get("id") or [None])[0]
     if not file_id:
         return url
-    return f"https://drive.google.com/uc?{urlencode({'export': 'download', 'id': file_id})}"
+    return f"{gdrive_base()}/uc?{urlencode({'export': 'download', 'id': file_id})}"
 
 
 class _ConfirmFormParser(HTMLParser):
@@ -239,6 +246,26 @@ def _finish(entry: PinnedFile, partial: Path, final: Path, url: str) -> None:
         log.warning("recorded sha256 %s for '%s' (upstream publishes none); later uses are checked", actual, entry.key)
 
 
+#: Called as ``check_placed(path)`` on a file placed in the cache by hand where no hash is pinned:
+#: raises if the file is wrong, returns True once its structure was checked (its hash is then
+#: recorded), False when it could not be checked yet (it is used, but nothing is recorded).
+PlacedFileCheck = Callable[[Path], bool]
+
+# Stands in the list of download sources for "the file found by name in entry.drive_folder".
+_DRIVE_FOLDER = object()
+
+
+def _placed_by_hand(entry: PinnedFile, final: Path, digest: str, check_placed: PlacedFileCheck | None) -> None:
+    """Accept a hand-placed file where no hash is pinned: check it, trust it once, then hold it to that."""
+    if check_placed is not None and not check_placed(final):
+        log.warning(
+            "'%s': using %s placed by hand; its hash is recorded once its structure can be checked", entry.key, final
+        )
+        return
+    write_recorded_hash(final, digest, "placed in the cache by hand")
+    log.warning("recorded sha256 %s for '%s' (file placed by hand)", digest, entry.key)
+
+
 def fetch(
     entry: PinnedFile,
     root: Path,
@@ -249,23 +276,27 @@ def fetch(
     backoff: float = 0.5,
     timeout: float = 30.0,
     session=None,  # noqa: ANN001 - a requests.Session, for tests and connection reuse
+    check_placed: PlacedFileCheck | None = None,
 ) -> Path:
-    """Return the path of ``entry``'s verified file in the cache under ``root``, downloading it if needed."""
+    """Return the path of ``entry``'s verified file in the cache under ``root``, downloading it if needed.
+
+    ``check_placed`` vets a file found in the cache that no download recorded (see ``PlacedFileCheck``);
+    without it such a file is trusted as it is.
+    """
     final = entry_path(entry, root)
     if final.is_file():
         digest = require_intact(entry, final)
         if not entry.sha256 and read_recorded_hash(final) is None:
-            # A file the user placed by hand where no hash is pinned: trust it once, then hold it to that.
-            write_recorded_hash(final, digest, "placed in the cache by hand")
-            log.warning("recorded sha256 %s for '%s' (file placed by hand)", digest, entry.key)
+            _placed_by_hand(entry, final, digest, check_placed)
         return final
     if offline:
-        where = entry.urls[0] if entry.urls else entry.manual
+        where = f"source: {entry.urls[0]}" if entry.urls else entry.manual or f"source: {entry.drive_folder}"
         raise OfflineError(
-            f"'{entry.key}' is not in the cache and offline mode is on: put {entry.file} at {final} (source: {where})"
+            f"'{entry.key}' is not in the cache and offline mode is on: put {entry.file} at {final} ({where})"
         )
     urls = candidate_urls(entry)
-    if not urls:
+    sources: list = [*urls, _DRIVE_FOLDER] if entry.drive_folder else list(urls)
+    if not sources:
         raise WeightsError(f"'{entry.key}' cannot be downloaded automatically: {entry.manual}")
 
     import requests
@@ -284,7 +315,18 @@ def fetch(
         failures: list[str] = []
         hash_failures = 0
         try:
-            for url in urls:
+            for source in sources:
+                if source is _DRIVE_FOLDER:
+                    try:
+                        url = resolve_folder_file(
+                            session, entry.drive_folder, entry.drive_path or entry.file, timeout=timeout
+                        )
+                    except DriveFolderError as exc:
+                        failures.append(str(exc))
+                        continue
+                    log.info("'%s': found %s in %s", entry.key, entry.drive_path or entry.file, entry.drive_folder)
+                else:
+                    url = source
                 while True:
                     resumed = partial.exists()
                     try:
@@ -305,7 +347,9 @@ def fetch(
             if own_session:
                 session.close()
         message = f"could not download '{entry.key}' ({entry.file}): " + "; ".join(failures)
-        if hash_failures == len(urls):
+        if entry.manual:
+            message += f". By hand: {entry.manual}"
+        if hash_failures == len(sources):
             raise HashMismatchError(message)
         raise DownloadError(message)
 

@@ -13,6 +13,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from srcli.errors import WeightsError
+from srcli.hub.gdrive import folder_id_from_url
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,16 @@ class PinnedFile:
     manual: str = ""
     #: Top-level cache folder the file belongs in (``weights`` or ``datasets``).
     folder: str = "weights"
+    #: A public Google Drive folder holding the file, for files published without a link of their own.
+    drive_folder: str = ""
+    #: The file's path inside ``drive_folder``: a bare name is searched for through subfolders;
+    #: ``<subfolder>/<name>`` is followed exactly. Empty means ``file``.
+    drive_path: str = ""
 
     @property
     def downloadable(self) -> bool:
-        """True when at least one URL is known."""
-        return bool(self.urls)
+        """True when at least one URL (or a Drive folder to look the file up in) is known."""
+        return bool(self.urls or self.drive_folder)
 
 
 def manifest_path() -> Path:
@@ -63,10 +69,24 @@ def parse_manifest(text: str) -> dict[str, PinnedFile]:
                     source=raw.get("source", ""),
                     note=raw.get("note", ""),
                     manual=raw.get("manual", ""),
+                    drive_folder=raw.get("drive_folder", ""),
+                    drive_path=raw.get("drive_path", ""),
                 )
             except KeyError as exc:
                 raise WeightsError(f"weights.toml: entry [{key}] lacks {exc}") from None
+            _check_drive_fields(entries[key])
     return entries
+
+
+def _check_drive_fields(entry: PinnedFile) -> None:
+    """Catch a mistyped Drive folder entry when weights.toml is read, not when a download needs it."""
+    if entry.drive_path and not entry.drive_folder:
+        raise WeightsError(f"weights.toml: entry [{entry.key}] has drive_path but no drive_folder")
+    if entry.drive_folder:
+        try:
+            folder_id_from_url(entry.drive_folder)
+        except WeightsError as exc:
+            raise WeightsError(f"weights.toml: entry [{entry.key}]: {exc}") from None
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,521 @@
+"""``srcli upscale``: super-resolve files, folders and glob patterns into an output folder."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.table import Table
+
+from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
+from srcli.errors import UsageError
+
+DEFAULT_MODEL = "imdn"
+DEFAULT_SCALE = 4
+_V = "Video"
+
+
+def _tile(value: str) -> int | str:
+    if value == "auto":
+        return "auto"
+    try:
+        tile = int(value)
+    except ValueError:
+        raise UsageError(f"--tile must be 'auto', 0 or a number of pixels, not '{value}'") from None
+    if tile < 0:
+        raise UsageError(f"--tile must be >= 0, not {tile}")
+    return tile
+
+
+def _render_summary(report: Any) -> None:
+    """The end-of-run table: done / skipped / failed, failures by file, time and throughput."""
+    failed = [f for f in report.files if f.status == "failed"]
+    if failed:
+        table = Table(box=box.SIMPLE_HEAD, title="failed", title_justify="left", show_edge=False)
+        table.add_column("file", overflow="fold")
+        table.add_column("cause", overflow="fold")
+        for f in failed:
+            table.add_row(f.input, f.message.removeprefix(f"{f.input}: "))
+        err_console.print(table)
+    seconds = report.seconds
+    done = report.count("done")
+    summary = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("done", "skipped", "failed", "wall time", "model time", "images/s", "out MP/s"):
+        summary.add_column(col, justify="right")
+    summary.add_row(
+        str(done),
+        str(report.count("skipped")),
+        f"[red]{len(failed)}[/red]" if failed else "0",
+        f"{seconds:.1f} s",
+        f"{report.model_seconds:.1f} s",
+        f"{done / seconds:.2f}" if seconds > 0 else "-",
+        f"{report.output_megapixels / seconds:.2f}" if seconds > 0 else "-",
+    )
+    err_console.print(summary)
+    if report.interrupted:
+        err_console.print("[yellow]interrupted: run again with --skip-existing to finish the batch[/yellow]")
+
+
+def _render_plan(report: Any) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, title="dry run: nothing is written", title_justify="left")
+    table.add_column("input", overflow="fold")
+    table.add_column("output", overflow="fold")
+    table.add_column("action")
+    for f in report.files:
+        action = {"planned": "upscale", "skipped": "skip", "failed": "[red]refuse[/red]"}[f.status]
+        table.add_row(f.input, f.output or "", action + (f" ({f.message})" if f.message else ""))
+    console.print(table)
+
+
+class _RichEvents:
+    """Progress over images, plus a transient bar over tiles for large images."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.files_task: Any = None
+        self.tiles_task: Any = None
+
+    def started(self, total: int, report: Any) -> None:
+        err_console.print(f"[dim]{report.model} x{report.scale} on {report.device}, {report.precision}[/dim]")
+        self.files_task = self.progress.add_task("images", total=total, rate="")
+
+    def file_started(self, item: Any) -> None:
+        self.progress.update(self.files_task, description=item.path.name)
+        if self.tiles_task is not None:
+            self.progress.remove_task(self.tiles_task)
+            self.tiles_task = None
+
+    def tiles(self, done: int, total: int) -> None:
+        if total <= 1:
+            return
+        if self.tiles_task is None:
+            self.tiles_task = self.progress.add_task("  tiles", total=total, rate="")
+        self.progress.update(self.tiles_task, completed=done, total=total)
+
+    def file_finished(self, report: Any) -> None:
+        self.progress.advance(self.files_task)
+        task = next((t for t in self.progress.tasks if t.id == self.files_task), None)
+        speed = task.speed if task is not None else None
+        if speed:
+            self.progress.update(self.files_task, rate=f"{speed:.2f} img/s")
+
+
+def upscale_cmd(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders and glob patterns.", show_default=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (or file, for one input file).")] = Path(
+        "upscaled"
+    ),
+    model: Annotated[str, typer.Option("-m", "--model", help="Model name (see 'srcli models list').")] = DEFAULT_MODEL,
+    scale: Annotated[int, typer.Option("-s", "--scale", help="Model scale factor.")] = DEFAULT_SCALE,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Use this checkpoint instead of the pinned one.")
+    ] = None,
+    outscale: Annotated[
+        float | None,
+        typer.Option(
+            "--outscale",
+            help="Final scale when it differs from the model's: more model passes, then a high-quality resize.",
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("-r", "--recursive", help="Walk folders recursively and mirror the tree under -o.")
+    ] = False,
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Output name template: {stem} {name} {ext} {model} {scale} {parent}, e.g. {stem}_x{scale}.{ext}",
+        ),
+    ] = "{stem}.{ext}",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="Output format: png, jpg, webp, tif, bmp (default: the input's).")
+    ] = None,
+    quality: Annotated[
+        int | None, typer.Option("--quality", min=1, max=100, help="JPEG / WebP quality (default 95).")
+    ] = None,
+    alpha: Annotated[
+        str,
+        typer.Option("--alpha", help="Alpha channel: resize (high-quality resize), model (through the model) or drop."),
+    ] = "resize",
+    keep_metadata: Annotated[
+        bool, typer.Option("--keep-metadata", help="Copy EXIF to the output (the ICC profile is always kept).")
+    ] = False,
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done and write nothing.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps.")
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: what is safe for the model).")
+    ] = "auto",
+    tile: Annotated[
+        str, typer.Option("--tile", help="Tile side in input pixels: auto (from free memory), 0 (whole image) or N.")
+    ] = "auto",
+    tile_overlap: Annotated[
+        int | None, typer.Option("--tile-overlap", min=0, help="Input pixels shared by neighbouring tiles.")
+    ] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, help="Tiles per forward pass.")] = None,
+    self_ensemble: Annotated[
+        bool, typer.Option("--self-ensemble", help="Average the 8 flips / rotations (x8 slower, slightly better).")
+    ] = False,
+    max_pixels: Annotated[
+        int, typer.Option("--max-pixels", min=0, help="Refuse inputs above this many pixels (0: no limit).")
+    ] = 64 * 1024 * 1024,
+    io_workers: Annotated[int | None, typer.Option("--io-workers", min=1, help="Reader and writer threads.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")] = False,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+    # Video (srcli.pipeline.video): used when the inputs are videos, see _is_video_job.
+    video: Annotated[
+        bool,
+        typer.Option("--video", help="Treat the input as video: a .gif, or a folder of frames.", rich_help_panel=_V),
+    ] = False,
+    frames: Annotated[
+        bool,
+        typer.Option("--frames", help="Write a folder of frames (-o) instead of a video file.", rich_help_panel=_V),
+    ] = False,
+    codec: Annotated[
+        str | None,
+        typer.Option("--codec", help="h264, hevc, vp9, av1, ffv1 or any ffmpeg encoder.", rich_help_panel=_V),
+    ] = None,
+    crf: Annotated[
+        float | None,
+        typer.Option("--crf", min=0, help="Constant quality (lower is better; h264 default 18).", rich_help_panel=_V),
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Encoder speed preset, e.g. slow, medium, fast.", rich_help_panel=_V)
+    ] = None,
+    pix_fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--pix-fmt", help="Output pixel format, e.g. yuv420p10le (default: the source's).", rich_help_panel=_V
+        ),
+    ] = None,
+    no_audio: Annotated[
+        bool, typer.Option("--no-audio", help="Leave out the source's audio streams.", rich_help_panel=_V)
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue an interrupted video from its last complete segment.", rich_help_panel=_V
+        ),
+    ] = False,
+    on_bad_frame: Annotated[
+        str,
+        typer.Option(
+            "--on-bad-frame",
+            help="A frame that cannot be decoded: skip (show the previous) or stop.",
+            rich_help_panel=_V,
+        ),
+    ] = "stop",
+    segment_seconds: Annotated[
+        float,
+        typer.Option(
+            "--segment-seconds", min=0.01, help="Length of the segments --resume restarts from.", rich_help_panel=_V
+        ),
+    ] = 60.0,
+    fps: Annotated[
+        str | None,
+        typer.Option("--fps", help="Frame rate of a folder of frames (24, 29.97, 30000/1001).", rich_help_panel=_V),
+    ] = None,
+) -> None:
+    """Super-resolve images: files, folders (-r for their whole tree) and glob patterns.
+
+    Inputs are never modified; outputs are written to a temporary name and renamed. A bad file is
+    reported and the batch goes on; the exit code is 1 if any file failed.
+    """
+    if _is_video_job(inputs, output, video=video, frames=frames):
+        from srcli.pipeline.video import VideoOptions, parse_fps
+
+        _video_cmd(
+            inputs,
+            VideoOptions(
+                model=model,
+                scale=scale,
+                output=output,
+                weights=str(weights) if weights else None,
+                name=name,
+                format=fmt,
+                codec=codec,
+                crf=crf,
+                preset=preset,
+                pix_fmt=pix_fmt,
+                no_audio=no_audio,
+                frames=frames,
+                frame_format=(fmt or "png") if frames else "png",
+                resume=resume,
+                on_bad_frame=on_bad_frame,  # type: ignore[arg-type]
+                segment_seconds=segment_seconds,
+                fps=parse_fps(fps) if fps else None,
+                skip_existing=skip_existing,
+                dry_run=dry_run,
+                fail_fast=fail_fast,
+                max_pixels=max_pixels or None,
+                device=device,
+                precision=precision,
+                tile=_tile(tile),
+                tile_overlap=tile_overlap,
+                batch=batch,
+                self_ensemble=self_ensemble,
+                outscale=outscale,
+                io_workers=io_workers or 2,
+                cache_dir=str(cache_dir) if cache_dir else None,
+                offline=offline or None,
+            ),
+            as_json,
+        )
+        return
+
+    from srcli.pipeline.images import JobOptions, default_workers, run_job
+
+    if alpha not in ("resize", "model", "drop"):
+        raise UsageError(f"--alpha must be resize, model or drop, not '{alpha}'")
+    options = JobOptions(
+        model=model,
+        scale=scale,
+        output=output,
+        weights=str(weights) if weights else None,
+        name=name,
+        format=fmt,
+        quality=quality,
+        recursive=recursive,
+        skip_existing=skip_existing,
+        dry_run=dry_run,
+        fail_fast=fail_fast,
+        alpha=alpha,  # type: ignore[arg-type]
+        keep_metadata=keep_metadata,
+        max_pixels=max_pixels or None,
+        device=device,
+        precision=precision,
+        tile=_tile(tile),
+        tile_overlap=tile_overlap,
+        batch=batch,
+        self_ensemble=self_ensemble,
+        outscale=outscale,
+        io_workers=io_workers or default_workers(),
+        cache_dir=str(cache_dir) if cache_dir else None,
+        offline=offline or None,
+    )
+    # A polite kill (SIGTERM) stops like Ctrl-C: writes in flight finish or are cleaned up.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        previous = None
+    try:
+        report = _run(inputs, options, as_json, run_job)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif dry_run:
+        _render_plan(report)
+    else:
+        _render_summary(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _run(inputs: list[str], options: Any, as_json: bool, run_job: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from srcli.engine.devices import pick_device
+    from srcli.hub.loading import load_model
+    from srcli.pipeline.images import plan_job
+
+    if options.dry_run:
+        return run_job(inputs, options)
+    loaded = None
+    if any(p.report.status == "planned" for p in plan_job(inputs, options)):
+        device = pick_device(options.device)
+        # Downloads get their own progress bars, before the batch's (Rich shows one live display at a time).
+        with download_progress() as reporter:
+            loaded = load_model(
+                options.model,
+                options.scale,
+                weights=options.weights,
+                cache_dir=options.cache_dir,
+                offline=options.offline,
+                device=str(device),
+                reporter=reporter,
+            )
+    progress = Progress(
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    )
+    with progress:
+        return run_job(inputs, options, events=_RichEvents(progress), loaded=loaded)
+
+
+# ---------------------------------------------------------------------------------------------------------- video
+# Videos go through srcli.pipeline.video. A video file (by suffix: .mp4 .mkv .webm .mov .avi ...) always does;
+# a .gif does when the output is a video file (-o x.mp4) or with --video, and otherwise stays an animated image;
+# a folder does when the output is a video file, with --frames or with --video (it is then a folder of frames).
+
+_VIDEO_OUT = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi")
+
+
+def _is_video_job(inputs: list[str], output: Path, *, video: bool, frames: bool) -> bool:
+    """Whether ``srcli upscale`` runs the video job for these arguments (see the rule above)."""
+    from srcli.io.video import VIDEO_SUFFIXES
+
+    paths = [Path(a).expanduser() for a in inputs]
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES and not p.is_dir()]
+    wants_video = video or frames or output.suffix.lower() in _VIDEO_OUT
+    if videos and len(videos) != len(paths):
+        others = [p for p in paths if p not in videos]
+        if not wants_video or any(not (p.is_dir() or p.suffix.lower() == ".gif") for p in others):
+            raise UsageError(f"{others[0]} is not a video: upscale videos and images in separate runs")
+    if videos:
+        return True
+    return wants_video and all(p.is_dir() or p.suffix.lower() == ".gif" for p in paths)
+
+
+class _VideoRichEvents:
+    """A progress bar in frames, with the frame rate and the time left."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.started_at = 0.0
+        self.first_done = 0
+
+    def started(self, report: Any) -> None:
+        err_console.print(f"[dim]{report.model} x{report.scale} on {report.device}, {report.precision}[/dim]")
+
+    def file_started(self, report: Any, total: int | None, done: int) -> None:
+        import time
+
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(Path(report.input).name, total=total, completed=done, rate="")
+        self.started_at, self.first_done = time.perf_counter(), done
+
+    def frames_done(self, done: int) -> None:
+        import time
+
+        elapsed = time.perf_counter() - self.started_at
+        rate = (done - self.first_done) / elapsed if elapsed > 0 else 0.0
+        self.progress.update(self.task, completed=done, rate=f"{rate:.2f} fps")
+
+    def file_finished(self, report: Any) -> None:
+        if report.status == "done":
+            note = f" ({'; '.join(report.notes)})" if report.notes else ""
+            err_console.print(f"[green]done[/green] {report.output}: {report.frames} frames{note}", highlight=False)
+
+
+def _render_video_summary(report: Any) -> None:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("video", "status", "frames", "bad", "decode fps", "model fps", "encode fps", "overall fps"):
+        table.add_column(col, overflow="fold", justify="left" if col in ("video", "status") else "right")
+    for f in report.files:
+        stages = f.to_dict()["stages"]
+
+        def fps(stage: str, stages: dict[str, Any] = stages) -> str:
+            value = stages.get(stage, {}).get("fps")
+            return f"{value:.2f}" if value else "-"
+
+        status = {"done": "[green]done[/green]", "failed": "[red]failed[/red]"}.get(f.status, f.status)
+        table.add_row(
+            Path(f.input).name,
+            status,
+            str(f.frames),
+            str(len(f.bad_frames)),
+            fps("decode"),
+            fps("model"),
+            fps("encode"),
+            fps("end_to_end"),
+        )
+    err_console.print(table)
+    if report.interrupted:
+        err_console.print("[yellow]interrupted: run the same command with --resume to continue[/yellow]")
+
+
+def _video_cmd(inputs: list[str], options: Any, as_json: bool) -> None:
+    """Run the video job with a progress bar (or JSON), mapping its report to the exit code."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from srcli.engine.devices import pick_device
+    from srcli.hub.loading import load_model
+    from srcli.pipeline.video import plan_video_job, run_video_job
+
+    loaded = None
+    planned = plan_video_job(inputs, options)
+    if not options.dry_run and any(p.report.status == "planned" for p in planned):
+        with download_progress() as reporter:
+            loaded = load_model(
+                options.model,
+                options.scale,
+                weights=options.weights,
+                cache_dir=options.cache_dir,
+                offline=options.offline,
+                device=str(pick_device(options.device)),
+                reporter=reporter,
+            )
+    progress = Progress(
+        TextColumn("{task.description}", style="bold"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("frames {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread
+        previous = None
+    try:
+        with progress:
+            report = run_video_job(inputs, options, events=_VideoRichEvents(progress), loaded=loaded)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif options.dry_run:
+        _render_plan(report)
+    else:
+        _render_video_summary(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)

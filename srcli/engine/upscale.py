@@ -1,0 +1,281 @@
+"""The engine behind ``srcli upscale``: tile planning, out-of-memory fallback, self-ensemble, outscale.
+
+Input and output are float tensors (N, 3, H, W) in [0, 1] on the model's device. Nothing here
+keeps state between calls: every setting arrives in an ``EngineOptions`` and every decision
+taken (tile, precision, fallbacks) comes back in the ``UpscaleResult``, so a caller that wants
+the next image to start from a reduced tile passes it on itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from srcli.archs.imresize import imresize
+from srcli.engine.devices import Precision
+from srcli.engine.inference import _ensemble_transforms, forward_whole
+from srcli.engine.tiling import TileProgress, tiled_forward
+from srcli.errors import DeviceOutOfMemoryError, UsageError
+from srcli.hub.loading import LoadedModel
+
+log = logging.getLogger("srcli.engine")
+
+#: Smallest tile side the out-of-memory fallback goes down to.
+MIN_TILE = 32
+#: Share of the free accelerator memory a forward pass may plan to use.
+MEMORY_BUDGET = 0.6
+#: Most model passes ``outscale`` chains before the final resize.
+MAX_PASSES = 3
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a model over an image. ``tile``: ``"auto"``, 0 (whole image) or a side in LR pixels."""
+
+    precision: Precision = "fp32"
+    tile: int | str = "auto"
+    #: LR pixels shared by neighbouring tiles; ``None``: the registry's value for the model.
+    overlap: int | None = None
+    #: Tiles per forward pass; ``None``: 4 on CUDA, 1 elsewhere.
+    batch: int | None = None
+    self_ensemble: bool = False
+    #: Final scale factor when it differs from the model's (extra model passes, then a resize).
+    outscale: float | None = None
+
+
+@dataclass
+class UpscaleResult:
+    """The output and the decisions taken to produce it."""
+
+    image: torch.Tensor
+    precision: Precision
+    #: LR tile side used in the end (``None``: whole image in one pass).
+    tile: int | None
+    overlap: int
+    batch: int
+    tiles: int
+    refined_tiles: int
+    oom_retries: int
+    model_passes: int
+    seconds: float
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for an allocation failure on any device (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _free_memory(device: torch.device) -> int | None:
+    """Bytes the caching allocator can still hand out on ``device``; ``None`` where unknown."""
+    if device.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+def _bytes_per_pixel(loaded: LoadedModel, device: torch.device, precision: Precision) -> float:
+    """Peak bytes per LR input pixel of one forward pass, measured on a small probe (CUDA only)."""
+    spec = loaded.spec
+    side = max(64, spec.min_size)
+    side = -(-side // spec.pad_multiple) * spec.pad_multiple
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    forward_whole(loaded, torch.rand(1, 3, side, side, device=device), precision)
+    peak = torch.cuda.max_memory_allocated(device) - base
+    return max(peak, 1) / (side * side)
+
+
+def plan_tile(
+    loaded: LoadedModel, height: int, width: int, options: EngineOptions, device: torch.device
+) -> tuple[int | None, int]:
+    """(tile side or ``None`` for the whole image, tiles per batch) for an ``height`` x ``width`` input."""
+    spec = loaded.spec
+    batch = options.batch or (4 if device.type == "cuda" else 1)
+    if options.tile == 0:
+        return None, batch
+    if isinstance(options.tile, int):
+        return (None if options.tile >= max(height, width) else options.tile), batch
+    if options.tile != "auto":
+        raise UsageError(f"--tile must be 'auto', 0 or a positive number of pixels, not {options.tile!r}")
+    if spec.preferred_tile is not None:
+        tile = spec.preferred_tile
+        return (None if tile >= max(height, width) else tile), batch
+    free = _free_memory(device)
+    if free is None:
+        cap = spec.auto_tile
+        return (None if max(height, width) <= cap else cap), batch
+    per_pixel = _bytes_per_pixel(loaded, device, options.precision)
+    pixels = MEMORY_BUDGET * free / per_pixel
+    if height * width <= pixels:
+        return None, batch
+    side = int(math.sqrt(pixels / batch)) // 8 * 8
+    return max(side, MIN_TILE), batch
+
+
+def _model_pass(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    tile: int | None,
+    overlap: int,
+    batch: int,
+    options: EngineOptions,
+    accumulate_on: torch.device | None,
+    progress: TileProgress | None,
+) -> tuple[torch.Tensor, int, int]:
+    """One model pass (with self-ensemble if asked) over ``x`` (1, 3, H, W): (output, tiles, refined tiles)."""
+    side = tile or max(x.shape[-2:])
+    transforms = _ensemble_transforms() if options.self_ensemble else [(lambda t: t, lambda t: t)]
+    acc, tiles, refined = None, 0, 0
+    for fwd, inv in transforms:
+        result = tiled_forward(
+            loaded,
+            fwd(x),
+            tile=side,
+            overlap=overlap,
+            batch=batch,
+            precision=options.precision,
+            accumulate_on=accumulate_on,
+            progress=progress,
+        )
+        y = inv(result.image)
+        acc = y if acc is None else acc + y
+        tiles += result.tiles
+        refined += result.refined_tiles
+    assert acc is not None
+    return acc / len(transforms), tiles, refined
+
+
+def _whole_batch_pass(
+    loaded: LoadedModel, x: torch.Tensor, options: EngineOptions, progress: TileProgress | None
+) -> tuple[torch.Tensor, int, int]:
+    """One model pass over a batch ``x`` (N, 3, H, W) of whole images in one forward (with self-ensemble if
+    asked): (output, images run, images re-run in fp32 because their reduced-precision output was not finite)."""
+    transforms = _ensemble_transforms() if options.self_ensemble else [(lambda t: t, lambda t: t)]
+    acc, refined = None, 0
+    for fwd, inv in transforms:
+        xt = fwd(x).contiguous()
+        y = forward_whole(loaded, xt, options.precision)
+        if options.precision != "fp32":
+            ok = torch.isfinite(y).flatten(1).all(dim=1)
+            if not bool(ok.all()):
+                bad = (~ok).nonzero().flatten()
+                y[bad] = forward_whole(loaded, xt[bad].contiguous(), "fp32")
+                refined += len(bad)
+        y = inv(y)
+        acc = y if acc is None else acc + y
+        if progress is not None:
+            progress(1, 1)
+    assert acc is not None
+    return acc / len(transforms), x.shape[0] * len(transforms), refined
+
+
+def _passes_for(scale: int, outscale: float | None) -> int:
+    """How many chained model passes reach ``outscale`` (the rest is a resize)."""
+    if outscale is None:
+        return 1
+    if outscale <= 0:
+        raise UsageError(f"--outscale must be positive, not {outscale}")
+    passes = 1
+    while scale**passes < outscale - 1e-9 and passes < MAX_PASSES:
+        passes += 1
+    return passes
+
+
+def upscale_tensor(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    options: EngineOptions = EngineOptions(),
+    *,
+    progress: TileProgress | None = None,
+) -> UpscaleResult:
+    """Super-resolve ``x`` (N, 3, H, W) in [0, 1] with ``loaded``; the output is clamped to [0, 1].
+
+    Tiles are planned from free memory (or the registry's hints); on out-of-memory the batch, then
+    the tile, is halved down to ``MIN_TILE`` before a ``DeviceOutOfMemoryError``. When each image fits
+    whole (no tiles), the N images go through the model in one forward pass (video frames); on
+    out-of-memory they go one at a time first.
+    """
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
+    device = x.device
+    n, _, h, w = x.shape
+    overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
+    if overlap < 0:
+        raise UsageError(f"--tile-overlap must be >= 0, not {overlap}")
+    tile, batch = plan_tile(loaded, h, w, options, device)
+    passes = _passes_for(loaded.scale, options.outscale)
+    retries = 0
+    # Whole images share forward passes; tiled ones go one image at a time (their tiles are batched).
+    group = n if tile is None else 1
+    started = time.perf_counter()
+    while True:
+        try:
+            outputs, tiles, refined = [], 0, 0
+            for i in range(0, n, group):
+                y = x[i : i + group]
+                for _ in range(passes):
+                    if y.shape[0] > 1:
+                        y, t, r = _whole_batch_pass(loaded, y, options, progress)
+                    else:
+                        out_pixels = y.shape[-2] * y.shape[-1] * loaded.scale**2
+                        free = _free_memory(device)
+                        # A merged output too large for the accelerator accumulates in host memory.
+                        accumulate_on = torch.device("cpu") if free is not None and out_pixels * 16 > free / 4 else None
+                        y, t, r = _model_pass(loaded, y, tile, overlap, batch, options, accumulate_on, progress)
+                    y = y.to(device).clamp_(0, 1)
+                    tiles, refined = tiles + t, refined + r
+                outputs.append(y)
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            retries += 1
+            current = tile or max(h, w)
+            if group > 1:
+                group = 1
+            elif batch > 1:
+                batch //= 2
+            elif current // 2 >= MIN_TILE:
+                tile = current // 2
+            else:
+                raise DeviceOutOfMemoryError(
+                    f"out of memory on {device} even with {current}-pixel tiles, one at a time; "
+                    "try --device cpu, --precision bf16 or a smaller model"
+                ) from None
+            log.warning("out of memory on %s: retrying with tile %s, batch %d", device, tile, batch)
+    y = torch.cat(outputs)
+    if refined:
+        log.warning("%d tile(s) gave non-finite values in %s and were run again in fp32", refined, options.precision)
+    if options.outscale is not None:
+        target = (round(h * options.outscale), round(w * options.outscale))
+        if tuple(y.shape[-2:]) != target:
+            y = imresize(y, size=target).clamp_(0, 1)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return UpscaleResult(
+        image=y,
+        precision=options.precision,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        tiles=tiles,
+        refined_tiles=refined,
+        oom_retries=retries,
+        model_passes=passes,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def with_tile(options: EngineOptions, tile: int | None) -> EngineOptions:
+    """``options`` with the tile a previous image settled on (after an out-of-memory fallback)."""
+    return replace(options, tile=0 if tile is None else tile)
