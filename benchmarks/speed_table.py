@@ -10,15 +10,17 @@ Every figure comes from ``srcli.engine.bench.bench_model`` (what ``srcli bench``
 random weights (no download; ``--real-weights`` loads IMDN / RLFN from ../shared/weights where present),
 warm-up first, then timed runs; FLOPs from ``torch.utils.flop_counter``. The table runs in a fixed order,
 most important first, and shares ``--budget-seconds`` out among the entries still to run: an entry that
-would not fit is listed as skipped rather than run short.
+would not fit is listed as skipped rather than run short. ``--rounds N`` repeats the list and pools each
+row's runs (on a shared machine a busy spell then slows every row a little rather than one row a lot).
 
 Presets (``--preset``, default from the device):
 
-* ``gpu``: CNNs as 16 inputs of 256 x 256 per pass, transformers as 8 tiles of 128 x 128 (the issue's
-  batched-tile setting), ASID's protocol on a 512 x 512 image with 64 tiles per pass; plus the issue's
-  baselines (IMDN fp32 one input, RGT one 256 x 256 input, the ASID protocol one tile at a time), the
-  channels-last switch off for two CNNs, RGT through the tiled path of ``srcli upscale``, and, if time
-  is left, IMDN under ``torch.compile``.
+* ``gpu``: CNNs and ASID as 16 inputs of 256 x 256 per pass, RGT and MSRA-SR as 8 tiles of 128 x 128
+  (the issue's batched-tile setting), ASID's protocol on a 512 x 512 image with 64 tiles per pass, the
+  pipeline; then, as time allows, IMDN under ``torch.compile``, RGT with 16 tiles, the channels-last
+  switch flipped (IMDN, RLFN off; RGT on), the issue's baselines (IMDN fp32 one input, RGT one 256 x 256
+  input, the ASID protocol one tile at a time, ASID one input), RGT through the tiled path of ``srcli
+  upscale``, and IMDN compiled with CUDA graphs.
 * ``cpu``: one input per pass, 64 x 64 (32 x 32 for RGT and RGT-S), fp32: small, because the machine
   this was written on is small and shared.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -102,12 +105,12 @@ def gpu_entries() -> list[Entry]:
             min_seconds=15,
             note="srcli upscale on a folder vs model only; target ratio >= 0.9",
         ),
-        Entry("imdn, compiled", "imdn", 256, batch=16, compile=True, min_seconds=40, note="torch.compile"),
-        Entry("rgt, 16 tiles", "rgt", 128, batch=16, min_seconds=6),
-        Entry("imdn, NCHW", "imdn", 256, batch=16, channels_last=False, note="channels-last off"),
-        Entry("rlfn, NCHW", "rlfn", 256, batch=16, channels_last=False, note="channels-last off"),
+        Entry("imdn compiled", "imdn", 256, batch=16, compile=True, min_seconds=40, note="torch.compile"),
+        Entry("rgt 16 tiles", "rgt", 128, batch=16, min_seconds=6),
+        Entry("imdn nchw", "imdn", 256, batch=16, channels_last=False, note="channels-last off"),
+        Entry("rlfn nchw", "rlfn", 256, batch=16, channels_last=False, note="channels-last off"),
         Entry(
-            "imdn fp32, 1 input",
+            "imdn fp32 1 input",
             "imdn",
             256,
             batch=1,
@@ -115,9 +118,9 @@ def gpu_entries() -> list[Entry]:
             channels_last=False,
             note="issue baseline: 213 MP/s on an H200",
         ),
-        Entry("rgt, 1 input", "rgt", 256, batch=1, min_seconds=5, note="issue baseline: ~1 MP/s (authors' code)"),
+        Entry("rgt 1 input", "rgt", 256, batch=1, min_seconds=5, note="issue baseline: ~1 MP/s (authors' code)"),
         Entry(
-            "rgt, tiled path",
+            "rgt tiled path",
             "rgt",
             512,
             batch=8,
@@ -127,7 +130,7 @@ def gpu_entries() -> list[Entry]:
             note="srcli upscale's tiling: 128 px tiles, 8 per pass, feathered merge",
         ),
         Entry(
-            "asid protocol, 1 tile/pass",
+            "asid protocol 1 tile",
             "asid",
             256,
             batch=1,
@@ -135,9 +138,18 @@ def gpu_entries() -> list[Entry]:
             min_seconds=5,
             note="the authors' loop: 1.7 MP/s on an H200",
         ),
-        Entry("asid, 1 input", "asid", 256, batch=1, note="issue: ~60 MP/s whole-image (authors' code)"),
+        Entry("asid 1 input", "asid", 256, batch=1, note="issue: ~60 MP/s whole-image (authors' code)"),
         Entry(
-            "imdn, compiled, CUDA graphs",
+            "rgt nhwc",
+            "rgt",
+            128,
+            batch=8,
+            channels_last=True,
+            min_seconds=6,
+            note="channels-last weights (off by default; best-of-N 16-20% faster for RGT-S on the CPU)",
+        ),
+        Entry(
+            "imdn compiled cudagraphs",
             "imdn",
             256,
             batch=16,
@@ -160,7 +172,7 @@ def cpu_entries() -> list[Entry]:
         Entry("asid protocol", "asid", 96, batch=4, mode="protocol", min_seconds=6, note="64 px tiles / 24 overlap")
     )
     entries.append(
-        Entry("pipeline rgt", "rgt", 32, kind="pipeline", images=2, min_seconds=20, note="srcli upscale vs model only")
+        Entry("pipeline rgt", "rgt", 48, kind="pipeline", images=4, min_seconds=20, note="srcli upscale vs model only")
     )
     return entries
 
@@ -255,11 +267,13 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
     preset = args.preset or ("cpu" if device.type == "cpu" else "gpu")
     gpu = device.type != "cpu"
     args.warmup = args.warmup if args.warmup is not None else (3 if gpu else 1)
-    args.iters = args.iters if args.iters is not None else (50 if gpu else 3)
+    args.iters = args.iters if args.iters is not None else (50 if gpu else 5)
+    if args.max_seconds_per_entry is None:
+        args.max_seconds_per_entry = 2.0 if gpu else 4.0
     entries = gpu_entries() if preset == "gpu" else cpu_entries()
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
-        entries = [e for e in entries if e.model in wanted or e.label in wanted]
+        entries = [e for e in entries if e.label in wanted or (e.kind == "bench" and e.model in wanted)]
     if args.scale_sizes != 1.0:
         entries = [replace(e, size=max(16, int(e.size * args.scale_sizes))) for e in entries]
     started = time.perf_counter()
@@ -280,14 +294,19 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         "errors": [],
     }
     models: dict[tuple[str, str], Any] = {}
-    for i, entry in enumerate(entries):
+    # Rounds repeat the whole list, so that a busy spell of a shared machine slows every row a little rather
+    # than one row a lot; a row's runs of all rounds are pooled (median and best over all of them).
+    schedule = [(r, e) for r in range(args.rounds) for e in entries]
+    pooled: dict[str, dict[str, Any]] = {}
+    for i, (round_, entry) in enumerate(schedule):
         remaining = deadline - time.perf_counter()
         if remaining < entry.min_seconds:
-            doc["skipped"].append({"label": entry.label, "reason": f"budget: {remaining:.0f} s left"})
-            print(f"skip   {entry.label}: {remaining:.0f} s of budget left", flush=True)
+            if round_ == 0:
+                doc["skipped"].append({"label": entry.label, "reason": f"budget: {remaining:.0f} s left"})
+                print(f"skip   {entry.label}: {remaining:.0f} s of budget left", flush=True)
             continue
-        # Share what is left among the entries still to run; the timed loop gets part of each share.
-        share = remaining / (len(entries) - i)
+        # Share what is left among the runs still to come; the timed loop gets part of each share.
+        share = remaining / (len(schedule) - i)
         max_seconds = max(0.5, min(args.max_seconds_per_entry, 0.5 * share))
         precision = entry.precision or args.precision
         weights = _weights_for(entry.model, args.real_weights)
@@ -295,10 +314,6 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
             if key not in models:
-                # One model in memory at a time (the table is ordered so that rows of a model mostly follow).
-                models.clear()
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
                 models[key] = build_model(entry.model, 4, device, weights)
             loaded = models[key]
             if entry.kind == "pipeline":
@@ -317,27 +332,69 @@ def run_table(args: argparse.Namespace) -> dict[str, Any]:
                     compile=entry.compile,
                     compile_mode=entry.compile_mode,
                     channels_last=entry.channels_last,
-                    warmup=args.warmup,
+                    # Later rounds find the model warm (shapes planned, kernels chosen).
+                    warmup=args.warmup if round_ == 0 else 0,
                     iters=args.iters,
                     max_seconds=max_seconds,
                     weights=weights,
+                    flops=entry.label not in pooled,
                     loaded=loaded,
                 )
                 row = {"label": entry.label, "kind": "bench", "note": entry.note, **result.to_dict()}
             row["wall_s"] = time.perf_counter() - t0
-            doc["rows"].append(row)
+            row = _pool(pooled.get(entry.label), row)
+            pooled[entry.label] = row
             print(_progress_line(row), flush=True)
         except Exception as exc:  # one failing row must not cost the others
             doc["errors"].append({"label": entry.label, "error": f"{type(exc).__name__}: {exc}"})
             print(f"error  {entry.label}: {type(exc).__name__}: {exc}", flush=True)
             if args.verbose:
                 traceback.print_exc()
+        finally:
             if device.type == "cuda":
-                models.clear()
                 torch.cuda.empty_cache()
+    doc["rows"] = list(pooled.values())
+    doc["rounds"] = args.rounds
     doc["seconds"] = time.perf_counter() - started
     doc["load_average_end"] = _load()
     return doc
+
+
+def _pool(earlier: dict[str, Any] | None, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` merged with the same row of earlier rounds: runs pooled, times and rates recomputed."""
+    if earlier is None:
+        return {**row, "rounds": 1}
+    merged = {**earlier, "rounds": earlier["rounds"] + 1, "wall_s": earlier["wall_s"] + row["wall_s"]}
+    if row["kind"] == "pipeline":
+        for k in ("model_only_s", "end_to_end_s"):
+            merged[k] = min(earlier[k], row[k])  # the least disturbed of the rounds
+        mp = merged["output_megapixels"]
+        merged.update(
+            model_only_mp_per_s=mp / merged["model_only_s"],
+            end_to_end_mp_per_s=mp / merged["end_to_end_s"],
+            ratio=merged["model_only_s"] / merged["end_to_end_s"],
+        )
+        return merged
+    runs = [*earlier["run_ms"], *row["run_ms"]]
+    latency, best = statistics.median(runs), min(runs)
+    mp = merged["output_megapixels"]
+    merged.update(
+        run_ms=runs,
+        timed_runs=len(runs),
+        latency_ms=latency,
+        latency_min_ms=best,
+        mp_per_s=mp / (latency / 1e3),
+        best_mp_per_s=mp / (best / 1e3),
+        finite=earlier["finite"] and row["finite"],
+        load_average=row["load_average"],
+    )
+    if merged["flops"] is not None:
+        merged["tflops"] = merged["flops"] / (latency / 1e3) / 1e12
+        if merged["peak_tflops"]:
+            merged["peak_fraction"] = merged["tflops"] / merged["peak_tflops"]
+    if row.get("peak_memory_mb") is not None:
+        merged["peak_memory_mb"] = max(earlier.get("peak_memory_mb") or 0, row["peak_memory_mb"])
+    return merged
 
 
 def _resolved(loaded: Any, device: Any, precision: str) -> str:
@@ -393,9 +450,9 @@ def render_markdown(docs: list[dict[str, Any]]) -> str:
     reference = next((r for r in rows if r["label"] == "imdn"), None)
     lines += [
         "",
-        "| row | input (LR) | per pass | precision | out MP/s | latency ms | GFLOP / out MP | TFLOP/s | % peak"
-        " | peak MB | x IMDN time | note |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| row | input (LR) | per pass | precision | out MP/s | best MP/s | latency ms | GFLOP / out MP | TFLOP/s"
+        " | % peak | peak MB | x IMDN time | note |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
         h, w = r["input_size"]
@@ -414,6 +471,7 @@ def render_markdown(docs: list[dict[str, Any]]) -> str:
         peak = _f(100 * r["peak_fraction"], 1) if r["peak_fraction"] is not None else "-"
         lines.append(
             f"| {r['label']} | {w}x{h} | {per_pass} | {r['precision']} | {_rate(r['mp_per_s'])} | "
+            f"{_rate(r['best_mp_per_s'])} | "
             f"{_f(r['latency_ms'], 1)} | {_f(r['gflops_per_output_mp'], 0)} | {_f(r['tflops'], 3)} | {peak} | "
             f"{_f(r['peak_memory_mb'], 0)} | {ratio} | {note} |"
         )
@@ -444,11 +502,16 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16, fp16 (rows may override)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--budget-seconds", type=float, default=150.0, help="for the whole table")
-    parser.add_argument("--max-seconds-per-entry", type=float, default=4.0, help="timed loop cap per row")
+    parser.add_argument(
+        "--max-seconds-per-entry", type=float, default=None, help="timed loop cap per row (default: 2 GPU, 4 CPU)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the list, pooling each row's runs")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up runs (default: 3 on GPU, 1 on CPU)")
-    parser.add_argument("--iters", type=int, default=None, help="timed runs at most (default: 50 GPU, 3 CPU)")
+    parser.add_argument("--iters", type=int, default=None, help="timed runs at most (default: 50 GPU, 5 CPU)")
     parser.add_argument("--preset", choices=("gpu", "cpu"), default=None, help="default: from the device")
-    parser.add_argument("--only", default=None, help="comma-separated models or row labels")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated row labels, or models (their bench rows; 'pipeline rgt' by label)"
+    )
     parser.add_argument("--scale-sizes", type=float, default=1.0, help="multiply every input side (quick checks)")
     parser.add_argument("--real-weights", action="store_true", help="IMDN / RLFN checkpoints from ../shared")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")

@@ -78,6 +78,9 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="fp16", choices=["fp16", "fp32", "bf16"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--init", type=Path, default=None, help="checkpoint to start the first scale from (e.g. a CPU run's best.pt)"
+    )
     args = parser.parse_args()
 
     scales = [int(s) for s in args.scales.split(",")]
@@ -124,7 +127,7 @@ def main() -> int:
             ema=args.ema,
             seed=args.seed,
             device=args.device,
-            init=str(first_best) if first_best is not None else None,
+            init=str(first_best) if first_best is not None else (str(args.init) if args.init else None),
             skip_small=True,
             lr_cache=str(work / "lr_cache"),
             log_every=100,

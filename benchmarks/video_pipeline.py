@@ -120,7 +120,7 @@ def main() -> None:
 
     n = len(frames)
     figures = {
-        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "weights": weights},
         "device": describe_device(device),
         "precision": precision,
         "model": f"{args.model} x{args.scale}",

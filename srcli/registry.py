@@ -302,13 +302,15 @@ MODELS: tuple[ModelSpec, ...] = (
         arch="srcli.archs.survey_net:SurveyNet",
         # 48 x 4: ~0.3M parameters, 1.6x RLFN-S's CPU inference speed (benchmarks/survey_net_size.py).
         arch_kwargs={"num_features": 48, "num_blocks": 4},
-        weight_scales=(),
+        # Our own weights, shipped in the package (weights.toml: embedded): the offline default of 'srcli upscale'.
+        weight_scales=(2, 3, 4),
         aliases=("hgsr", "survey_net", "surveynet"),
         value_range=RANGE_01,
         min_size=15,
         params={2: 301_308, 3: 307_803, 4: 316_896},
         licence="Apache-2.0 (ours)",
-        notes="No published weights: train with 'srcli train --model survey-net' or pass --weights FILE.",
+        notes="Weights trained by srcli on T91 + BSD200 ship inside the package (see weights.toml for the recipe"
+        " and scores); 'srcli train --model survey-net' trains your own.",
     ),
     ModelSpec(
         name="rgt",

@@ -39,9 +39,9 @@ def test_whole_image_fields_are_consistent():
     assert r.mp_per_s == pytest.approx(r.output_megapixels / (r.latency_ms / 1e3))
     assert r.tflops == pytest.approx(r.flops / (r.latency_ms / 1e3) / 1e12)
     assert r.params == 715_176  # IMDN x4's published parameter count
-    # No peak table and no allocator statistics on the CPU; the engine keeps NCHW there.
+    # No peak table and no allocator statistics on the CPU; the engine runs the CNNs NHWC.
     assert r.peak_memory_mb is None and r.peak_tflops is None and r.peak_fraction is None
-    assert r.channels_last is False and r.compiled is False and r.finite
+    assert r.channels_last is True and r.compiled is False and r.finite
     record = json.loads(json.dumps(r.to_dict()))
     assert record["gflops_per_output_mp"] == pytest.approx(r.flops / 1e9 / r.output_megapixels)
 
@@ -100,7 +100,7 @@ def test_tiled_and_protocol_modes_count_tiles_and_output():
     common = dict(size=(70, 64), device="cpu", warmup=0, iters=1, loaded=asid)
     p = bench_model("asid", 2, mode="protocol", batch=2, **common)
     # 64 px tiles at origins 0 and 6 down a 70 px side, one across 64 px (the authors' loop).
-    assert (p.tile, p.overlap, p.tiles) == (64, 24, 2)
+    assert (p.tile, p.overlap, p.tiles) == (64, 24, 2) and p.channels_last is False
     # Tiles overlap, so the tiled runs do more work per output pixel than one whole-image pass.
     whole = bench_model("asid", 2, **common)
     assert p.flops > whole.flops

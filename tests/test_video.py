@@ -191,7 +191,9 @@ def test_audio_the_container_cannot_hold_is_transcoded_or_dropped(tmp_path: Path
     )  # fmt: skip
     code, report, _ = upscale(capsys, src, "-o", tmp_path / "out.webm")
     assert code == 0
-    assert "Audio: opus" in header(tmp_path / "out.webm") and "Video: vp9" in header(tmp_path / "out.webm")
+    head = header(tmp_path / "out.webm")
+    assert "Audio: opus" in head and "Video: vp9" in head
+    assert re.search(r"yuv420p\(tv, smpte170m\b", head), head  # untagged SD: BT.601, stated in full
     assert any("pcm_s16le" in n for n in report["files"][0]["notes"])
     audio = packets(tmp_path / "out.webm")["audio"][0]
     assert extent(audio) == pytest.approx(1.0, abs=0.05)

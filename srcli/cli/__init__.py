@@ -14,6 +14,7 @@ import typer
 from srcli._version import __version__
 from srcli.cli import models, train
 from srcli.cli.bench import bench_cmd
+from srcli.cli.chart import chart_cmd
 from srcli.cli.common import err_console, setup_logging
 from srcli.cli.eval import eval_cmd
 from srcli.cli.upscale import upscale_cmd
@@ -30,6 +31,7 @@ app.add_typer(models.app, name="models")
 app.command("upscale")(upscale_cmd)
 app.command("eval")(eval_cmd)
 app.command("bench")(bench_cmd)
+app.command("chart")(chart_cmd)
 app.add_typer(train.app, name="train")
 
 

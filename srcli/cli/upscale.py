@@ -14,7 +14,7 @@ from rich.table import Table
 from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
 from srcli.errors import UsageError
 
-DEFAULT_MODEL = "imdn"
+DEFAULT_MODEL = "survey-net"
 DEFAULT_SCALE = 4
 _V = "Video"
 

@@ -113,6 +113,8 @@ class BenchResult:
     warmup_seconds: float
     latency_ms: float
     latency_min_ms: float
+    #: Every timed run, in order (ms).
+    run_ms: list[float]
     #: Output megapixels of one run.
     output_megapixels: float
     mp_per_s: float
@@ -133,6 +135,11 @@ class BenchResult:
     load_average: float | None
 
     @property
+    def best_mp_per_s(self) -> float:
+        """Output MP/s of the fastest run: on a shared machine, the closest to the device's own speed."""
+        return self.output_megapixels / (self.latency_min_ms / 1e3)
+
+    @property
     def gflops_per_output_mp(self) -> float | None:
         """Work per output megapixel, independent of batch and tiling (GFLOP)."""
         return None if self.flops is None else self.flops / 1e9 / self.output_megapixels
@@ -142,6 +149,7 @@ class BenchResult:
         record = asdict(self)
         record["input_size"] = list(self.input_size)
         record["gflops_per_output_mp"] = self.gflops_per_output_mp
+        record["best_mp_per_s"] = self.best_mp_per_s
         return record
 
 
@@ -329,6 +337,11 @@ def bench_model(
 
     if loaded is None:
         loaded = build_model(spec.name, scale, device, weights)
+    elif (loaded.spec.name, loaded.scale) != (spec.name, scale):
+        raise UsageError(f"the model passed is '{loaded.spec.name}' x{loaded.scale}, not '{spec.name}' x{scale}")
+    if compile:
+        # The first calls compile (and, with CUDA graphs, record): never inside the timed loop.
+        warmup = max(warmup, 3)
     is_cl = prefers_channels_last(loaded, device) if channels_last is None else channels_last
     runnable = optimise_for_inference(loaded, device, channels_last=is_cl, compile=compile, compile_mode=compile_mode)
     params = sum(p.numel() for p in loaded.module.parameters())
@@ -412,6 +425,7 @@ def bench_model(
         warmup_seconds=warm_seconds,
         latency_ms=latency * 1e3,
         latency_min_ms=min(seconds) * 1e3,
+        run_ms=[t * 1e3 for t in seconds],
         output_megapixels=out_mp,
         mp_per_s=out_mp / latency,
         peak_memory_mb=peak_mb,

@@ -24,16 +24,17 @@ _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_TILE_BATCH = 32
 
 
-#: Families whose convolutions run faster with channels-last (NHWC) weights and activations on CUDA: cuDNN's
-#: tensor-core kernels are NHWC, so NCHW tensors are transposed around every convolution. The attention models
-#: reshape to tokens between their few convolutions, where NHWC buys nothing. Measured by
-#: benchmarks/speed_table.py (``--channels-last`` on and off).
+#: Families whose convolutions run faster with channels-last (NHWC) weights and activations: cuDNN's tensor-core
+#: kernels and oneDNN's CPU kernels are NHWC, so NCHW tensors are reordered around every convolution (on this
+#: project's 2-core CPU, 96 x 96 input at x4: IMDN, RLFN and SurveyNet 19-39% faster, see README). The attention
+#: models reshape to tokens between their few convolutions, where NHWC buys little. benchmarks/speed_table.py
+#: times both on CUDA.
 CHANNELS_LAST_FAMILIES = frozenset({"IMDN", "RLFN", "SurveyNet"})
 
 
 def prefers_channels_last(loaded: LoadedModel, device: torch.device) -> bool:
-    """True when ``loaded`` runs faster channels-last on ``device`` (conv-only families on CUDA)."""
-    return device.type == "cuda" and loaded.spec.family in CHANNELS_LAST_FAMILIES
+    """True when ``loaded`` runs faster channels-last on ``device`` (conv-only families on CUDA and the CPU)."""
+    return device.type in ("cuda", "cpu") and loaded.spec.family in CHANNELS_LAST_FAMILIES
 
 
 def optimise_for_inference(

@@ -45,6 +45,9 @@ class EngineOptions:
     self_ensemble: bool = False
     #: Final scale factor when it differs from the model's (extra model passes, then a resize).
     outscale: float | None = None
+    #: Peak device bytes per LR pixel of a forward pass (``probe_bytes_per_pixel``); ``None``: measured per
+    #: call where ``tile="auto"`` needs it. A batch job measures it once and passes it on.
+    bytes_per_pixel: float | None = None
 
 
 @dataclass
@@ -80,8 +83,10 @@ def _free_memory(device: torch.device) -> int | None:
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
 
 
-def _bytes_per_pixel(loaded: LoadedModel, device: torch.device, precision: Precision) -> float:
-    """Peak bytes per LR input pixel of one forward pass, measured on a small probe (CUDA only)."""
+def probe_bytes_per_pixel(loaded: LoadedModel, device: torch.device, precision: Precision) -> float | None:
+    """Peak bytes per LR input pixel of one forward pass, measured on a small probe (CUDA only, else ``None``)."""
+    if device.type != "cuda":
+        return None
     spec = loaded.spec
     side = max(64, spec.min_size)
     side = -(-side // spec.pad_multiple) * spec.pad_multiple
@@ -112,7 +117,8 @@ def plan_tile(
     if free is None:
         cap = spec.auto_tile
         return (None if max(height, width) <= cap else cap), batch
-    per_pixel = _bytes_per_pixel(loaded, device, options.precision)
+    per_pixel = options.bytes_per_pixel or probe_bytes_per_pixel(loaded, device, options.precision)
+    assert per_pixel is not None
     pixels = MEMORY_BUDGET * free / per_pixel
     if height * width <= pixels:
         return None, batch

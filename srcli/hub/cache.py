@@ -49,8 +49,14 @@ def entry_dir(entry: PinnedFile, root: Path) -> Path:
     return root / entry.folder / entry.key
 
 
+#: Where the package keeps the weights it ships (``embedded = true`` in weights.toml).
+EMBEDDED_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
 def entry_path(entry: PinnedFile, root: Path) -> Path:
-    """Final path of ``entry``'s file in the cache (it may not exist)."""
+    """Final path of ``entry``'s file: in the cache (it may not exist), or in the package if embedded."""
+    if entry.embedded:
+        return EMBEDDED_DIR / entry.file
     return entry_dir(entry, root) / entry.file
 
 

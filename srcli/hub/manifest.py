@@ -36,6 +36,8 @@ class PinnedFile:
     #: The file's path inside ``drive_folder``: a bare name is searched for through subfolders;
     #: ``<subfolder>/<name>`` is followed exactly. Empty means ``file``.
     drive_path: str = ""
+    #: Shipped inside the package (``srcli/weights/<file>``): never downloaded, always available.
+    embedded: bool = False
 
     @property
     def downloadable(self) -> bool:
@@ -71,6 +73,7 @@ def parse_manifest(text: str) -> dict[str, PinnedFile]:
                     manual=raw.get("manual", ""),
                     drive_folder=raw.get("drive_folder", ""),
                     drive_path=raw.get("drive_path", ""),
+                    embedded=bool(raw.get("embedded", False)),
                 )
             except KeyError as exc:
                 raise WeightsError(f"weights.toml: entry [{key}] lacks {exc}") from None

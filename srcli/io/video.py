@@ -14,7 +14,8 @@ the disk. Timestamps are carried exactly, so variable frame rate survives:
   header per frame) of raw RGB, which carries one 64-bit timestamp per frame in any time base;
   ``-enc_time_base`` keeps the source's, so nothing is rounded to a guessed frame rate.
 
-Encoded video is written in NUT segments (NUT keeps any time base and takes every codec used here);
+Encoded video is written in NUT segments (NUT keeps any time base and takes every codec used here;
+VP8/VP9 go in Matroska, see ``EncodeSettings.segment_format``);
 ``mux`` joins them with the concat demuxer (explicit durations, so the joins fall on the source's
 timestamps) and adds the source's audio, subtitles and chapters.
 """
@@ -286,10 +287,11 @@ def _rate(text: str) -> Fraction | None:
         value = float(text.rstrip("k")) * mult
     except ValueError:
         return None
-    for den in (1001,):
-        num = round(value * den / 1000) * 1000
-        if num and abs(num / den - value) < 0.006:
-            return Fraction(num, den)
+    if value != int(value):
+        # ffmpeg prints NTSC rates (N*1000/1001) rounded to two decimals.
+        ntsc = Fraction(round(value * 1.001) * 1000, 1001)
+        if abs(float(ntsc) - value) < 0.006:
+            return ntsc
     return Fraction(value).limit_denominator(1000)
 
 
@@ -671,6 +673,14 @@ class EncodeSettings:
     sar: Fraction | None = None
     extra: tuple[str, ...] = ()
 
+    @property
+    def segment_format(self) -> tuple[str, str]:
+        """(muxer, extension) of the segment files: NUT keeps any time base exactly; VP8/VP9 streams go in
+        Matroska, whose colour elements keep the primaries and transfer their bitstream cannot state."""
+        if self.encoder.startswith(("libvpx", "vp8", "vp9")):
+            return "matroska", "mkv"
+        return "nut", "nut"
+
     def args(self) -> list[str]:
         """ffmpeg output options for the encoder."""
         args = ["-c:v", self.encoder, "-pix_fmt", self.pix_fmt]
@@ -756,7 +766,7 @@ class SegmentEncoder:
         args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y"]
         args += ["-f", "ivf", "-c:v", "rawvideo", "-i", "pipe:0", "-map", "0:v", "-vf", settings.filter(width, height)]
         args += ["-fps_mode", "passthrough", "-enc_time_base", f"{time_base.numerator}/{time_base.denominator}"]
-        args += [*settings.args(), "-f", "nut", str(self.path)]
+        args += [*settings.args(), "-f", settings.segment_format[0], str(self.path)]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         lower_priority(self._proc)
         self._stderr: deque[bytes] = deque(maxlen=40)

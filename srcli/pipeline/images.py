@@ -441,6 +441,16 @@ def run_job(
 
     started = time.perf_counter()
     events.started(len(planned), report)
+    if loaded is not None:
+        from dataclasses import replace
+
+        from srcli.engine.inference import optimise_for_inference
+        from srcli.engine.upscale import probe_bytes_per_pixel
+
+        # NHWC weights where the registry's convolutional models gain from it; one memory probe per job.
+        loaded = optimise_for_inference(loaded, device)
+        if engine.tile == "auto" and loaded.spec.preferred_tile is None:
+            engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":

@@ -40,7 +40,6 @@ from srcli.io.images import IMAGE_SUFFIXES
 from srcli.io.video import (
     CODEC_ALIASES,
     CONTAINERS,
-    VIDEO_SUFFIXES,
     ColorTags,
     DecodedFrame,
     EncodeSettings,
@@ -251,11 +250,6 @@ class _Interrupted(Exception):
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def is_video_file(path: Path) -> bool:
-    """True for the suffixes routed to the video job by default (not ``.gif``)."""
-    return path.suffix.lower() in VIDEO_SUFFIXES
-
-
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
@@ -269,15 +263,17 @@ def frame_files(folder: Path) -> list[Path]:
 
 
 def parse_fps(text: str) -> Fraction:
-    """``24``, ``23.976``, ``30000/1001`` -> a positive Fraction (``UsageError`` otherwise)."""
+    """``24``, ``12.5``, ``29.97`` (= 30000/1001), ``30000/1001`` -> a positive Fraction (``UsageError`` otherwise)."""
     try:
-        value = Fraction(text.strip()) if "/" in text else Fraction(text.strip()).limit_denominator(1001)
+        value = Fraction(text.strip())
     except (ValueError, ZeroDivisionError):
         raise UsageError(f"--fps '{text}': give a number such as 24, 29.97 or 30000/1001") from None
     if value <= 0:
         raise UsageError(f"--fps must be positive, not {text}")
-    if value.denominator == 1000 and (value * 1001).denominator == 1:  # 29.97 -> 30000/1001
-        value = Fraction(value * 1001 / 1000).limit_denominator(1001)
+    if "/" not in text and value.denominator != 1:
+        # 23.976, 29.97, 59.94 are the NTSC rates N*1000/1001 written short.
+        ntsc = Fraction(round(value * Fraction(1001, 1000)) * 1000, 1001)
+        value = ntsc if abs(ntsc - value) < Fraction(15, 10000) else value.limit_denominator(1001)
     return value
 
 
@@ -858,7 +854,7 @@ class _SegmentWriter:
         if self.settings is None:
             self.settings = self.make_settings(w, h)
         k = len(self.manifest.segments)
-        final = self.work / f"seg_{k:05d}.nut"
+        final = self.work / f"seg_{k:05d}.{self.settings.segment_format[1]}"
         self.current = {"file": final.name, "first_index": item.index, "frames": 0, "first_pts": item.pts}
         self.encoder = SegmentEncoder(
             final.with_name(final.name + ".partial"), w, h, self.out_bits, self.time_base, self.settings
@@ -999,6 +995,16 @@ def run_video_job(
         self_ensemble=options.self_ensemble,
         outscale=options.outscale,
     )
+    from dataclasses import replace
+
+    from srcli.engine.inference import optimise_for_inference
+    from srcli.engine.upscale import probe_bytes_per_pixel
+
+    # NHWC weights where the model gains from it; one memory probe per job instead of one per batch.
+    if loaded is not None:
+        loaded = optimise_for_inference(loaded, device)
+        if engine.tile == "auto" and loaded.spec.preferred_tile is None:
+            engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
     started = time.perf_counter()
     events.started(report)
     for p in planned:
