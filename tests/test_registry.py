@@ -64,7 +64,9 @@ def test_every_pinned_scale_has_a_weights_entry_and_every_entry_a_model():
 def test_manifest_entries_are_complete():
     for entry in load_manifest().values():
         assert entry.licence and entry.source, entry.key
-        assert entry.urls or entry.manual, entry.key
+        assert entry.urls or entry.manual or entry.embedded, entry.key
+        if entry.embedded:  # shipped in the package: always pinned
+            assert entry.sha256 and entry.size, entry.key
         if entry.sha256:
             assert len(entry.sha256) == 64 and entry.size, entry.key
 
