@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from srcli.engine.devices import pick_device, resolve_precision
+from srcli.engine.inference import optimise_for_inference
 from srcli.engine.upscale import EngineOptions, upscale_tensor
 from srcli.hub.loading import load_model
 from srcli.io.imagefile import read_image
@@ -62,6 +63,8 @@ def main() -> None:
         if local and (SHARED / "weights" / local).is_file():
             weights = str(SHARED / "weights" / local)
     loaded = load_model(args.model, args.scale, weights=weights, device=str(device))
+    # The job stores CNN weights channels-last; do it here too so both passes run the same layout.
+    loaded = optimise_for_inference(loaded, device)
     precision = resolve_precision(loaded.spec, device, args.precision)
     engine = EngineOptions(precision=precision)
 

@@ -328,7 +328,26 @@ def upscale_cmd(
         raise typer.Exit(report.exit_code)
 
 
-def _run(inputs: list[str], options: Any, as_json: bool, run_job: Any) -> Any:
+def _load_with_progress(options: Any) -> Any:
+    """Load the job's model; downloads get their own progress bars, before the batch's (Rich shows one
+    live display at a time)."""
+    from srcli.engine.devices import pick_device
+    from srcli.hub.loading import load_model
+
+    with download_progress() as reporter:
+        return load_model(
+            options.model,
+            options.scale,
+            weights=options.weights,
+            cache_dir=options.cache_dir,
+            offline=options.offline,
+            device=str(pick_device(options.device)),
+            reporter=reporter,
+        )
+
+
+def _progress(rate_column: str, as_json: bool) -> Any:
+    """The batch's progress display: description, bar, count, ``rate_column``, elapsed, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -338,37 +357,28 @@ def _run(inputs: list[str], options: Any, as_json: bool, run_job: Any) -> Any:
         TimeRemainingColumn,
     )
 
-    from srcli.engine.devices import pick_device
-    from srcli.hub.loading import load_model
-    from srcli.pipeline.images import plan_job
-
-    if options.dry_run:
-        return run_job(inputs, options)
-    loaded = None
-    if any(p.report.status == "planned" for p in plan_job(inputs, options)):
-        device = pick_device(options.device)
-        # Downloads get their own progress bars, before the batch's (Rich shows one live display at a time).
-        with download_progress() as reporter:
-            loaded = load_model(
-                options.model,
-                options.scale,
-                weights=options.weights,
-                cache_dir=options.cache_dir,
-                offline=options.offline,
-                device=str(device),
-                reporter=reporter,
-            )
-    progress = Progress(
+    return Progress(
         TextColumn("{task.description}", style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
+        TextColumn(rate_column),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err_console,
         transient=True,
         disable=as_json,
     )
+
+
+def _run(inputs: list[str], options: Any, as_json: bool, run_job: Any) -> Any:
+    from srcli.pipeline.images import plan_job
+
+    if options.dry_run:
+        return run_job(inputs, options)
+    loaded = None
+    if any(p.report.status == "planned" for p in plan_job(inputs, options)):
+        loaded = _load_with_progress(options)
+    progress = _progress("{task.fields[rate]}", as_json)
     with progress:
         return run_job(inputs, options, events=_RichEvents(progress), loaded=loaded)
 
@@ -459,43 +469,13 @@ def _render_video_summary(report: Any) -> None:
 
 def _video_cmd(inputs: list[str], options: Any, as_json: bool) -> None:
     """Run the video job with a progress bar (or JSON), mapping its report to the exit code."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from srcli.engine.devices import pick_device
-    from srcli.hub.loading import load_model
     from srcli.pipeline.video import plan_video_job, run_video_job
 
     loaded = None
     planned = plan_video_job(inputs, options)
     if not options.dry_run and any(p.report.status == "planned" for p in planned):
-        with download_progress() as reporter:
-            loaded = load_model(
-                options.model,
-                options.scale,
-                weights=options.weights,
-                cache_dir=options.cache_dir,
-                offline=options.offline,
-                device=str(pick_device(options.device)),
-                reporter=reporter,
-            )
-    progress = Progress(
-        TextColumn("{task.description}", style="bold"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("frames {task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-        disable=as_json,
-    )
+        loaded = _load_with_progress(options)
+    progress = _progress("frames {task.fields[rate]}", as_json)
     previous = signal.getsignal(signal.SIGTERM)
 
     def _terminate(signum: int, frame: Any) -> None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from srcli.errors import SrcliError, UsageError
+from srcli.errors import UsageError
 from srcli.pipeline.inputs import (
     DEFAULT_NAME,
     INPUT_SUFFIXES,
@@ -30,6 +30,7 @@ from srcli.pipeline.inputs import (
     output_name,
     stale_temp_files,
 )
+from srcli.pipeline.messages import error_text, one_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -365,18 +366,6 @@ def _write(planned: _Planned, decoded: DecodedImage, frames: list[Frame], option
     return out
 
 
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, SrcliError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _one_line(path: str, message: str) -> str:
-    """``message`` about ``path`` on one line, naming the file once."""
-    message = " ".join(message.split())
-    return message if message.startswith(path) else f"{path}: {message}"
-
-
 # ---------------------------------------------------------------------------------------------
 # The job
 
@@ -454,7 +443,7 @@ def run_job(
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":
-                log.error("%s", _one_line(p.report.input, p.report.message))
+                log.error("%s", one_line(p.report.input, p.report.message))
             events.file_finished(p.report)
     stop = threading.Event()
     readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="srcli-read")
@@ -466,8 +455,8 @@ def run_job(
             out = future.result()
             p.report.output, p.report.status = str(out), "done"
         except Exception as exc:
-            p.report.status, p.report.message = "failed", _error_text(exc)
-            log.error("%s", _one_line(p.report.input, "cannot write output: " + p.report.message))
+            p.report.status, p.report.message = "failed", error_text(exc)
+            log.error("%s", one_line(p.report.input, "cannot write output: " + p.report.message))
             if options.fail_fast:
                 stop.set()
         p.report.seconds = time.perf_counter() - t0
@@ -524,9 +513,9 @@ def run_job(
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                p.report.status, p.report.message = "failed", _error_text(exc)
+                p.report.status, p.report.message = "failed", error_text(exc)
                 p.report.seconds = time.perf_counter() - t0
-                log.error("%s", _one_line(p.report.input, p.report.message))
+                log.error("%s", one_line(p.report.input, p.report.message))
                 events.file_finished(p.report)
                 if options.fail_fast:
                     break

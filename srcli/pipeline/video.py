@@ -35,7 +35,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from srcli.errors import SrcliError, UsageError
+from srcli.errors import UsageError
 from srcli.io.images import IMAGE_SUFFIXES
 from srcli.io.video import (
     CODEC_ALIASES,
@@ -62,6 +62,7 @@ from srcli.io.video import (
     write_concat_list,
 )
 from srcli.pipeline.inputs import DEFAULT_NAME, check_template, output_name
+from srcli.pipeline.messages import error_text, one_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1010,7 +1011,7 @@ def run_video_job(
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":
-                log.error("%s", _one_line(p.report.input, p.report.message))
+                log.error("%s", one_line(p.report.input, p.report.message))
             events.file_finished(p.report)
     for p in todo:
         t0 = time.perf_counter()
@@ -1027,7 +1028,7 @@ def run_video_job(
         except Exception as exc:
             _drop_empty_work_dir(p.output)
             p.report.status = "failed"
-            p.report.message = _one_line(p.report.input, _error_text(exc))
+            p.report.message = one_line(p.report.input, error_text(exc))
             p.report.seconds = time.perf_counter() - t0
             log.error("%s", p.report.message)
             events.file_finished(p.report)
@@ -1050,17 +1051,6 @@ def _drop_empty_work_dir(output: Path) -> None:
     manifest = _Manifest.load(work / MANIFEST) if work.is_dir() else None
     if work.is_dir() and (manifest is None or not manifest.segments):
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _error_text(exc: BaseException) -> str:
-    if isinstance(exc, SrcliError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _one_line(path: str, message: str) -> str:
-    message = " ".join(message.split())
-    return message if message.startswith(path) else f"{path}: {message}"
 
 
 def _run_one(
