@@ -31,6 +31,7 @@ from srcli.pipeline.inputs import (
     stale_temp_files,
 )
 from srcli.pipeline.messages import error_text, one_line
+from srcli.pipeline.report import BatchReport
 
 if TYPE_CHECKING:
     import numpy as np
@@ -108,21 +109,10 @@ class FileReport:
 
 
 @dataclass
-class JobReport:
-    """The whole batch: per-file reports and totals."""
+class JobReport(BatchReport):
+    """The whole batch: per-file reports (``FileReport``) and totals."""
 
-    model: str
-    scale: int
-    outscale: float | None
-    device: str
-    precision: str
     files: list[FileReport] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    def count(self, status: Status) -> int:
-        """Number of files with ``status``."""
-        return sum(1 for f in self.files if f.status == status)
 
     @property
     def model_seconds(self) -> float:
@@ -140,27 +130,10 @@ class JobReport:
         done = (f for f in self.files if f.status == "done")
         return sum((f.out_width or 0) * (f.out_height or 0) * (f.frames or 1) for f in done) / 1e6
 
-    @property
-    def exit_code(self) -> int:
-        """0 when nothing failed, 1 otherwise, 130 after an interruption."""
-        if self.interrupted:
-            return 130
-        return 1 if self.count("failed") else 0
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary and the per-file records."""
         return {
-            "model": self.model,
-            "scale": self.scale,
-            "outscale": self.outscale,
-            "device": self.device,
-            "precision": self.precision,
-            "done": self.count("done"),
-            "skipped": self.count("skipped"),
-            "failed": self.count("failed"),
-            "planned": self.count("planned"),
-            "interrupted": self.interrupted,
-            "seconds": round(self.seconds, 4),
+            **self.summary(),
             "model_seconds": round(self.model_seconds, 4),
             "output_megapixels": round(self.output_megapixels, 4),
             "files": [asdict(f) for f in self.files],

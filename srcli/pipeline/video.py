@@ -63,6 +63,7 @@ from srcli.io.video import (
 )
 from srcli.pipeline.inputs import DEFAULT_NAME, check_template, output_name
 from srcli.pipeline.messages import error_text, one_line
+from srcli.pipeline.report import BatchReport
 
 if TYPE_CHECKING:
     import numpy as np
@@ -186,46 +187,14 @@ class VideoFileReport:
 
 
 @dataclass
-class VideoJobReport:
-    """The whole run: per-video reports and totals."""
+class VideoJobReport(BatchReport):
+    """The whole run: per-video reports (``VideoFileReport``) and totals."""
 
-    model: str
-    scale: int
-    outscale: float | None
-    device: str
-    precision: str
     files: list[VideoFileReport] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-
-    def count(self, status: Status) -> int:
-        """Number of videos with ``status``."""
-        return sum(1 for f in self.files if f.status == status)
-
-    @property
-    def exit_code(self) -> int:
-        """0 when nothing failed, 1 otherwise, 130 after an interruption."""
-        if self.interrupted:
-            return 130
-        return 1 if self.count("failed") else 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary and the per-video records (with per-stage throughput)."""
-        return {
-            "kind": "video",
-            "model": self.model,
-            "scale": self.scale,
-            "outscale": self.outscale,
-            "device": self.device,
-            "precision": self.precision,
-            "done": self.count("done"),
-            "skipped": self.count("skipped"),
-            "failed": self.count("failed"),
-            "planned": self.count("planned"),
-            "interrupted": self.interrupted,
-            "seconds": round(self.seconds, 4),
-            "files": [f.to_dict() for f in self.files],
-        }
+        return {"kind": "video", **self.summary(), "files": [f.to_dict() for f in self.files]}
 
 
 class VideoEvents:
