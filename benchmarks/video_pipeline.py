@@ -33,7 +33,8 @@ from srcli.engine.devices import describe_device, pick_device, resolve_precision
 from srcli.engine.upscale import EngineOptions
 from srcli.hub.loading import load_model
 from srcli.io.video import FrameReader, decode_matrix, ffmpeg_exe, probe
-from srcli.pipeline.video import VideoOptions, _ModelStage, run_video_job
+from srcli.pipeline.video import VideoOptions, run_video_job
+from srcli.pipeline.video_stream import ModelStage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -86,7 +87,7 @@ def main() -> None:
         assert video is not None and video.width and video.height
         reader = FrameReader(clip, video.index, matrix=decode_matrix(video.color, video.width, video.height))
         frames = [f.rgb for f in reader.frames()]
-        stage = _ModelStage(loaded, engine, device, 8)
+        stage = ModelStage(loaded, engine, device, 8)
 
         # Warm-up (first-call allocations, cuDNN autotuning) on one batch.
         [stage.host(y) for y in stage(frames[:frames_per_pass])[0]]

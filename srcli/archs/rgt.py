@@ -156,6 +156,17 @@ class WindowPlan(NamedTuple):
     num_windows: int  # windows in the whole padded grid
 
 
+class BranchConstants(NamedTuple):
+    """What one L-SA branch needs at one input size, prepared before the traced part of ``forward``."""
+
+    plan: WindowPlan
+    bias: Tensor  # (heads, N, N) position bias, or (K, heads, N, N) with the stored shift masks added
+
+
+#: Per L-SA module (indexed by ``LSA.slot``): its branches' constants for one input size.
+ShapeConstants = list[tuple[BranchConstants, ...]]
+
+
 @lru_cache(maxsize=16)
 def _window_plan(h: int, w: int, hs: int, ws: int, shifted: bool, device: torch.device) -> WindowPlan:
     """Index plan of one L-SA branch for an ``h x w`` token map, padded to multiples of 32.
@@ -337,6 +348,7 @@ class LSA(nn.Module):
         self.dim = dim
         self.shift = shift
         self.img_size = img_size
+        self.slot = -1  # position in the model's ShapeConstants, set by RGT
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         windows = ((split_size[0], split_size[1]), (split_size[1], split_size[0]))
@@ -347,7 +359,26 @@ class LSA(nn.Module):
                 self.register_buffer(f"attn_mask_{i}", shift_window_mask(img_size, img_size, hs, ws))
         self.get_v = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
 
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+    def constants(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[BranchConstants, ...]:
+        """Index plans and position biases of both branches for an ``h x w`` token map, activations in ``dtype``.
+
+        Shape-dependent and data-independent: ``RGT.forward`` prepares them outside ``torch.compile``'s trace,
+        so the traced graph holds only tensor arithmetic (no caches, ``unique`` or Python-side bookkeeping).
+        """
+        hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
+        out = []
+        for i, branch in enumerate(self.attns):
+            plan = _window_plan(h, w, *branch.window, self.shift, device)
+            bias = branch.position_bias(device, dtype)
+            if self.shift and (hp, wp) == (self.img_size, self.img_size):
+                stored: Tensor = getattr(self, f"attn_mask_{i}")
+                if plan.kept.numel() < plan.num_windows:
+                    stored = stored.index_select(0, plan.kept)
+                bias = bias.unsqueeze(0) + stored.to(device, dtype).unsqueeze(1)  # (K, heads, N, N)
+            out.append(BranchConstants(plan, bias))
+        return tuple(out)
+
+    def forward(self, x: Tensor, size: tuple[int, int], constants: tuple[BranchConstants, ...] | None = None) -> Tensor:
         h, w = size
         b, n, c = x.shape
         hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
@@ -360,36 +391,34 @@ class LSA(nn.Module):
         qkv = self.qkv(x)  # (B, N[+1], 3C): [q | k | v]
         if padded:
             qkv[:, n] = 0
+        if constants is None:
+            constants = self.constants(h, w, qkv.device, qkv.dtype)
         lcm = _to_tokens(self.get_v(_to_image(qkv[:, :n, 2 * c :], h, w)))
         src = qkv.view(b, qkv.shape[1], 3, 2, c // 2)
-        outs = [self._branch(i, src[:, :, :, i], h, w, hp, wp) for i in range(2)]
+        outs = [self._branch(i, src[:, :, :, i], constants[i]) for i in range(2)]
         out = torch.cat(outs, dim=-1)
         out += lcm
         return self.proj(out)
 
-    def _branch(self, i: int, src: Tensor, h: int, w: int, hp: int, wp: int) -> Tensor:
+    def _branch(self, i: int, src: Tensor, const: BranchConstants) -> Tensor:
         """Window attention of branch ``i`` on ``src`` (B, h*w[+1], 3, C/2) -> (B, h*w, C/2)."""
         branch: WindowBranch = self.attns[i]
         hs, ws = branch.window
         heads, hd = branch.num_heads, branch.head_dim
         b, n = src.shape[0], hs * ws
-        plan = _window_plan(h, w, hs, ws, self.shift, src.device)
+        plan = const.plan
         nk = plan.kept.numel()
         win = src.index_select(1, plan.gather).view(b * nk, n, 3, heads, hd)
         q, k, v = (win[:, :, j].transpose(1, 2) for j in range(3))  # (B*K, heads, N, hd) views
-        pos = branch.position_bias(src.device, src.dtype)
-        if self.shift and (hp, wp) == (self.img_size, self.img_size):
-            stored: Tensor = getattr(self, f"attn_mask_{i}")
-            if nk < plan.num_windows:
-                stored = stored.index_select(0, plan.kept)
-            bias = pos.unsqueeze(0) + stored.to(src.dtype).unsqueeze(1)  # (K, heads, N, N)
+        if const.bias.dim() == 4:  # shifted at the stored masks' size: one bias per window
+            bias = const.bias
             if b > 1:
                 bias = bias.expand(b, -1, -1, -1, -1).reshape(b * nk, heads, n, n)
             out = _sdpa(q, k, v, bias, branch.scale)
         else:
-            out = _sdpa(q, k, v, pos.unsqueeze(0), branch.scale)
+            out = _sdpa(q, k, v, const.bias.unsqueeze(0), branch.scale)
             if self.shift:
-                out = self._redo_border(out, win, pos, plan.border, nk, branch)
+                out = self._redo_border(out, win, const.bias, plan.border, nk, branch)
         out = out.transpose(1, 2).reshape(b, nk * n, heads * hd)
         return out.index_select(1, plan.scatter)
 
@@ -431,7 +460,8 @@ class RGSA(nn.Module):
         self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+    def forward(self, x: Tensor, size: tuple[int, int], constants: object = None) -> Tensor:
+        """``constants`` is accepted for a uniform block interface and ignored (RG-SA has no shape tables)."""
         h, w = size
         b, n, c = x.shape
         heads = self.num_heads
@@ -488,8 +518,8 @@ class Block(nn.Module):
         self.mlp = GatedMLP(dim, int(dim * mlp_ratio))
         self.norm2 = LayerNorm32(dim)
 
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        u = x + self.attn(self.norm1(x), size)
+    def forward(self, x: Tensor, size: tuple[int, int], constants: tuple[BranchConstants, ...] | None = None) -> Tensor:
+        u = x + self.attn(self.norm1(x), size, constants)
         u = u + self.mlp(self.norm2(u), size)
         return u + x * self.gamma
 
@@ -527,10 +557,12 @@ class ResidualGroup(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
 
-    def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+    def forward(self, x: Tensor, size: tuple[int, int], constants: ShapeConstants | None = None) -> Tensor:
+        """``constants``: the model's ``shape_constants`` (computed here per block when ``None``)."""
         res = x
         for blk in self.blocks:
-            x = blk(x, size)
+            attn = blk.attn
+            x = blk(x, size, constants[attn.slot] if constants is not None and isinstance(attn, LSA) else None)
         x = _to_tokens(self.conv(_to_image(x, *size)))
         return x + res
 
@@ -593,6 +625,8 @@ class RGT(nn.Module):
         )
         self.upsample = _upsampler(upscale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, in_chans, 3, padding=1)
+        for slot, module in enumerate(m for m in self.modules() if isinstance(m, LSA)):
+            module.slot = slot
 
     def train(self, mode: bool = True) -> RGT:
         """Switch mode and drop cached position-bias tables (they hold the bias MLP's output)."""
@@ -602,17 +636,37 @@ class RGT(nn.Module):
                 module.clear_cache()
         return self
 
+    @torch.compiler.disable
+    def shape_constants(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> ShapeConstants:
+        """Every L-SA module's index plans and position biases for an ``h x w`` (padded) input.
+
+        Run eagerly even under ``torch.compile``: the caches and index arithmetic stay out of the traced
+        graph, which then holds the whole network without a break; the tensors returned enter it as inputs.
+        """
+        return [m.constants(h, w, device, dtype) for m in self.modules() if isinstance(m, LSA)]
+
+    def _activation_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype the linear layers will produce for input ``x`` (autocast's, else the weights')."""
+        kind = x.device.type
+        try:
+            if torch.is_autocast_enabled(kind):
+                return torch.get_autocast_dtype(kind)
+        except RuntimeError:  # a device type without autocast
+            pass
+        return self.conv_first.weight.dtype
+
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         hp, wp = safe_input_size(h, w, self.training)
         if (hp, wp) != (h, w):
             x = _mirror_pad(x, hp - h, wp - w)
+        constants = self.shape_constants(hp, wp, x.device, self._activation_dtype(x))
         mean = self.mean.to(x.dtype)
         x = (x - mean) * self.img_range
         f0 = self.conv_first(x)
         t = self.before_RG(f0)
         for layer in self.layers:
-            t = layer(t, (hp, wp))
+            t = layer(t, (hp, wp), constants)
         f = self.conv_after_body(_to_image(self.norm(t), hp, wp)) + f0
         y = self.conv_last(self.upsample(self.conv_before_upsample(f)))
         y = y / self.img_range + mean
