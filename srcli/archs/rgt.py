@@ -161,6 +161,7 @@ class BranchConstants(NamedTuple):
 
     plan: WindowPlan
     bias: Tensor  # (heads, N, N) position bias, or (K, heads, N, N) with the stored shift masks added
+    border_masks: Tensor | None  # (3, N, N) masks of the shift boundary's windows, where they are re-run
 
 
 #: Per L-SA module (indexed by ``LSA.slot``): its branches' constants for one input size.
@@ -370,12 +371,15 @@ class LSA(nn.Module):
         for i, branch in enumerate(self.attns):
             plan = _window_plan(h, w, *branch.window, self.shift, device)
             bias = branch.position_bias(device, dtype)
+            border = None
             if self.shift and (hp, wp) == (self.img_size, self.img_size):
                 stored: Tensor = getattr(self, f"attn_mask_{i}")
                 if plan.kept.numel() < plan.num_windows:
                     stored = stored.index_select(0, plan.kept)
                 bias = bias.unsqueeze(0) + stored.to(device, dtype).unsqueeze(1)  # (K, heads, N, N)
-            out.append(BranchConstants(plan, bias))
+            elif self.shift:
+                border = _border_masks(*branch.window, device, dtype)
+            out.append(BranchConstants(plan, bias, border))
         return tuple(out)
 
     def forward(self, x: Tensor, size: tuple[int, int], constants: tuple[BranchConstants, ...] | None = None) -> Tensor:
@@ -418,16 +422,16 @@ class LSA(nn.Module):
         else:
             out = _sdpa(q, k, v, const.bias.unsqueeze(0), branch.scale)
             if self.shift:
-                out = self._redo_border(out, win, const.bias, plan.border, nk, branch)
+                assert const.border_masks is not None
+                out = self._redo_border(out, win, const.bias, const.border_masks, plan.border, nk, branch.scale)
         out = out.transpose(1, 2).reshape(b, nk * n, heads * hd)
         return out.index_select(1, plan.scatter)
 
     @staticmethod
     def _redo_border(
-        out: Tensor, win: Tensor, pos: Tensor, border: tuple[Tensor, ...], nk: int, branch: WindowBranch
+        out: Tensor, win: Tensor, pos: Tensor, masks: Tensor, border: tuple[Tensor, ...], nk: int, scale: float
     ) -> Tensor:
-        """Re-run the windows on the shift boundary (last row / column) with their masks."""
-        masks = _border_masks(*branch.window, out.device, out.dtype)
+        """Re-run the windows on the shift boundary (last column / last row / corner) with their ``masks``."""
         b = out.shape[0] // nk
         offsets = torch.arange(b, device=out.device).view(b, 1) * nk
         for mask, windows in zip(masks, border, strict=True):
@@ -436,7 +440,7 @@ class LSA(nn.Module):
             rows = (offsets + windows.view(1, -1)).reshape(-1)
             sel = win.index_select(0, rows)
             q, k, v = (sel[:, :, j].transpose(1, 2) for j in range(3))
-            redone = _sdpa(q, k, v, (pos + mask).unsqueeze(0), branch.scale)
+            redone = _sdpa(q, k, v, (pos + mask).unsqueeze(0), scale)
             out = out.index_copy(0, rows, redone) if torch.is_grad_enabled() else out.index_copy_(0, rows, redone)
         return out
 

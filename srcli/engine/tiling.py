@@ -86,12 +86,15 @@ def tiled_forward(
     precision: Precision = "fp32",
     accumulate_on: torch.device | None = None,
     progress: TileProgress | None = None,
+    full_batches: bool = False,
 ) -> TiledOutput:
     """Super-resolve one image ``x`` (1, 3, H, W) in [0, 1] tile by tile; output (1, 3, sH, sW), not clamped.
 
     ``tile`` is the LR tile side (clamped to the image), ``overlap`` the LR pixels neighbours share,
     ``batch`` the tiles per forward pass. ``accumulate_on`` holds the merged image (default: the
-    input's device; the CPU for outputs too large for the accelerator).
+    input's device; the CPU for outputs too large for the accelerator). ``full_batches`` fills a short
+    last batch up to ``batch`` by repeating its last tile, so every forward pass has the same shape (a
+    compiled model then compiles once per tile size); the extra outputs are dropped.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"tiled_forward takes one image (1, C, H, W), got {tuple(x.shape)}")
@@ -137,8 +140,10 @@ def tiled_forward(
     check_finite = precision != "fp32"
     for start in range(0, total, batch):
         items = boxes[start : start + batch]
-        patches = torch.cat([x[..., top : top + th, left : left + tw] for top, left in items])
-        y = forward_whole(loaded, patches.contiguous(), precision)
+        crops = [x[..., top : top + th, left : left + tw] for top, left in items]
+        if full_batches:
+            crops += crops[-1:] * (batch - len(crops))
+        y = forward_whole(loaded, torch.cat(crops).contiguous(), precision)[: len(items)]
         ok = _finite_per_item(y) if check_finite else None
         if ok is not None:
             checks.append(ok)

@@ -48,6 +48,9 @@ class EngineOptions:
     #: Peak device bytes per LR pixel of a forward pass (``probe_bytes_per_pixel``); ``None``: measured per
     #: call where ``tile="auto"`` needs it. A batch job measures it once and passes it on.
     bytes_per_pixel: float | None = None
+    #: Give every forward pass the same batch size (a short last batch of tiles or frames is filled by
+    #: repetition and the extra outputs dropped): set for a compiled model, which compiles once per shape.
+    full_batches: bool = False
 
 
 @dataclass
@@ -150,6 +153,7 @@ def _model_pass(
             precision=options.precision,
             accumulate_on=accumulate_on,
             progress=progress,
+            full_batches=options.full_batches,
         )
         y = inv(result.image)
         acc = y if acc is None else acc + y
@@ -166,9 +170,14 @@ def _whole_batch_pass(
     asked): (output, images run, images re-run in fp32 because their reduced-precision output was not finite)."""
     transforms = _ensemble_transforms() if options.self_ensemble else [(lambda t: t, lambda t: t)]
     acc, refined = None, 0
+    n = x.shape[0]
+    fill = (options.batch or n) - n if options.full_batches else 0
     for fwd, inv in transforms:
         xt = fwd(x).contiguous()
-        y = forward_whole(loaded, xt, options.precision)
+        if fill > 0:
+            y = forward_whole(loaded, torch.cat([xt, xt[-1:].expand(fill, -1, -1, -1)]), options.precision)[:n]
+        else:
+            y = forward_whole(loaded, xt, options.precision)
         if options.precision != "fp32":
             ok = torch.isfinite(y).flatten(1).all(dim=1)
             if not bool(ok.all()):
@@ -228,7 +237,8 @@ def upscale_tensor(
             for i in range(0, n, group):
                 y = x[i : i + group]
                 for _ in range(passes):
-                    if y.shape[0] > 1:
+                    # A compiled model's last short batch of frames is filled, even when it holds one frame.
+                    if y.shape[0] > 1 or (options.full_batches and tile is None and (options.batch or 1) > 1):
                         y, t, r = _whole_batch_pass(loaded, y, options, progress)
                     else:
                         out_pixels = y.shape[-2] * y.shape[-1] * loaded.scale**2

@@ -82,6 +82,8 @@ class JobOptions:
     batch: int | None = None
     self_ensemble: bool = False
     outscale: float | None = None
+    #: ``torch.compile`` the model (first pass of each input shape compiles; pays on many equal tiles).
+    compile: bool = False
     io_workers: int = 2
     cache_dir: str | None = None
     offline: bool | None = None
@@ -413,6 +415,12 @@ def run_job(
         loaded = optimise_for_inference(loaded, device)
         if engine.tile == "auto" and loaded.spec.preferred_tile is None:
             engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
+        if options.compile:
+            # After the probe, which runs a shape of its own. Each new input shape compiles again, so
+            # every forward pass is given the same batch size.
+            loaded = optimise_for_inference(loaded, device, compile=True)
+            engine = replace(engine, full_batches=True)
+            report.compiled = True
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":

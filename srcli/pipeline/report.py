@@ -18,6 +18,8 @@ class BatchReport:
     files: list[Any] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: Whether the model ran under ``torch.compile``.
+    compiled: bool = False
 
     def count(self, status: str) -> int:
         """Number of files with ``status`` (done, skipped, failed, planned)."""
@@ -38,6 +40,7 @@ class BatchReport:
             "outscale": self.outscale,
             "device": self.device,
             "precision": self.precision,
+            "compiled": self.compiled,
             "done": self.count("done"),
             "skipped": self.count("skipped"),
             "failed": self.count("failed"),

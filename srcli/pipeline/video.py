@@ -114,6 +114,11 @@ def _container_of(path: Path) -> str:
     return ext
 
 
+def frames_per_pass(options: VideoOptions, device: Any) -> int:
+    """Frames per forward pass: ``--batch``, else 4 on CUDA (batching pays there) and 1 elsewhere."""
+    return options.batch or (4 if device.type == "cuda" else 1)
+
+
 def plan_video_job(arguments: list[str], options: VideoOptions) -> list[_Planned]:
     """Pair every video (or folder of frames) with its output path; settle skips and refusals."""
     check_template(options.name)
@@ -280,6 +285,12 @@ def run_video_job(
         loaded = optimise_for_inference(loaded, device)
         if engine.tile == "auto" and loaded.spec.preferred_tile is None:
             engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
+        if options.compile:
+            # After the probe, which runs a shape of its own. Each new input shape compiles again, so
+            # every forward pass is given the same batch size.
+            loaded = optimise_for_inference(loaded, device, compile=True)
+            engine = replace(engine, full_batches=True, batch=engine.batch or frames_per_pass(options, device))
+            report.compiled = True
     started = time.perf_counter()
     events.started(report)
     for p in planned:
@@ -380,7 +391,7 @@ def _run_one(
         assert rep.encoder and rep.pix_fmt
         return EncodeSettings(rep.encoder, rep.pix_fmt, rep.crf, options.preset, colour, source.sar)
 
-    frames_per_pass = options.batch or (4 if device.type == "cuda" else 1)
+    per_pass = frames_per_pass(options, device)
     stats = {"decode": StageStats(), "model": StageStats(), "encode": StageStats()}
     rep.stages = stats
     start_index, start_pts = 0, None
@@ -418,7 +429,7 @@ def _run_one(
             options,
             start_index,
             start_pts,
-            frames_per_pass,
+            per_pass,
             resume_skip,
         )
     rep.model_seconds = stats["model"].seconds

@@ -55,6 +55,8 @@ class VideoOptions:
     batch: int | None = None
     self_ensemble: bool = False
     outscale: float | None = None
+    #: ``torch.compile`` the model (frames all have one size, so it compiles once).
+    compile: bool = False
     io_workers: int = 2
     #: Frames each queue between stages holds (besides one batch).
     queue_frames: int = 4
