@@ -20,7 +20,8 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #     .whl/*.whl && export PYTHONPATH=/tmp/site
 #
-# Knobs (environment): DEVICE (cuda), PRECISION (bf16), BUDGET (150 s for the table), PYTHON (python3),
+# Knobs (environment): DEVICE (cuda), PRECISION (bf16), BUDGET (420 s for the table: it holds the compiled
+# rows, which compile for a minute or two each; the whole script then fits one 600 s device call), PYTHON (python3),
 # TABLE_ARGS (extra arguments for speed_table.py). A CPU dry run of the script itself:
 #   OUT=/tmp/out DEVICE=cpu PRECISION=fp32 BUDGET=20 TABLE_ARGS="--scale-sizes 0.25" PYTHON=.venv/bin/python \
 #     bash benchmarks/gpu_run.sh
@@ -35,7 +36,7 @@ export SRCLI_OFFLINE=1
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 PRECISION="${PRECISION:-bf16}"
-BUDGET="${BUDGET:-150}"
+BUDGET="${BUDGET:-420}"
 
 {
     date -u
@@ -78,4 +79,13 @@ timeout 120 "$PY" -m srcli bench -m imdn -s 4 --size 128 --batch 4 --device "$DE
 # shellcheck disable=SC2086  # TABLE_ARGS is a list of words
 "$PY" benchmarks/speed_table.py --device "$DEVICE" --precision "$PRECISION" --budget-seconds "$BUDGET" \
     --json "$OUT/speed_gpu.json" --md "$OUT/speed_gpu.md" -v ${TABLE_ARGS:-} 2>&1 | tee "$OUT/speed_gpu.log"
-exit "${PIPESTATUS[0]}"
+status="${PIPESTATUS[0]}"
+
+# Compiled against eager on the same input, in this precision: largest output difference (the table times only).
+# Same shapes as the table's RGT-S row, so inductor's on-disk cache makes the compile quick.
+if [ "$DEVICE" != "cpu" ]; then
+    timeout "${AGREE_SECONDS:-90}" "$PY" benchmarks/compile_speed.py --device "$DEVICE" --precision "$PRECISION" \
+        --models rgt-s --size 128 --batch 8 --rounds 2 --iters 5 --json "$OUT/compile_agree.json" \
+        >"$OUT/compile_agree.log" 2>&1 || echo "compile agreement: failed or timed out"
+fi
+exit "$status"

@@ -359,7 +359,13 @@ def bench_model(
 
     elif mode == "tiled":
         assert tile is not None and overlap is not None
-        options = EngineOptions(precision=resolved, tile=tile, overlap=overlap, batch=batch)  # type: ignore[arg-type]
+        options = EngineOptions(
+            precision=resolved,  # type: ignore[arg-type]
+            tile=tile,
+            overlap=overlap,
+            batch=batch,
+            full_batches=compile,
+        )
 
         def fn_for(model: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
             def run(x: torch.Tensor) -> torch.Tensor:
@@ -373,7 +379,15 @@ def bench_model(
         assert tile is not None and overlap is not None
 
         def fn_for(model: LoadedModel) -> Callable[[torch.Tensor], torch.Tensor]:
-            return lambda x: forward_tiled_average(model, x, tile, overlap, resolved, batch=batch)  # type: ignore[arg-type]
+            return lambda x: forward_tiled_average(
+                model,
+                x,
+                tile,
+                overlap,
+                resolved,  # type: ignore[arg-type]
+                batch=batch,
+                full_batches=compile,
+            )
 
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = cudnn_benchmark

@@ -113,12 +113,14 @@ def forward_tiled_average(
     precision: Precision = "fp32",
     *,
     batch: int = 1,
+    full_batches: bool = False,
 ) -> torch.Tensor:
     """Cut into overlapping tiles, run each, and average the overlaps (the ASID authors' test protocol).
 
     ``batch`` tiles go through the model per forward pass. Every tile of one image has the same
     shape and the models treat batch items independently, so batching changes only the speed
-    (and the last bits of rounding), not the protocol.
+    (and the last bits of rounding), not the protocol. ``full_batches`` fills a short last batch by
+    repeating its last tile (outputs dropped), so a compiled model sees one shape.
     """
     scale = loaded.scale
     n, c, h, w = x.shape
@@ -137,6 +139,8 @@ def forward_tiled_average(
         items = boxes[start : start + batch]
         patches = [x[..., top : top + tile, left : left + tile] for top, left in items]
         ph, pw = patches[0].shape[-2:]
+        if full_batches:
+            patches += patches[-1:] * (batch - len(patches))
         # (len(items) * n, c, ph, pw): item-major, so rows i*n .. (i+1)*n - 1 belong to tile i.
         y = forward_whole(loaded, torch.cat(patches) if len(patches) > 1 else patches[0], precision)
         for i, (top, left) in enumerate(items):
