@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from srcli.archs.rgt import RGSA, RGT, WindowBranch, recursion_depth, safe_input_size
+from srcli.archs.rgt import LSA, RGSA, RGT, WindowBranch, recursion_depth, safe_input_size
 from srcli.errors import CheckpointMismatchError
 from srcli.hub.loading import load_model
 from srcli.registry import get_model
@@ -286,6 +286,37 @@ def test_position_bias_cache_is_reused_and_invalidated():
         with torch.no_grad():
             branch.pos.pos3[2].bias.sub_(1.0)
         module.eval()
+
+
+def test_stored_mask_bias_is_cached_and_follows_the_mask_buffer():
+    """At the stored masks' size (64 x 64) the bias-plus-mask table is built once, reused, and rebuilt when
+    the mask buffer changes in place (a checkpoint loaded over it); outputs match a fresh module's."""
+    module = _small_model()
+    lsa = next(m for m in module.modules() if isinstance(m, LSA) and m.shift)
+    branch = lsa.attns[0]
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        y0 = module(x)
+        first = lsa.constants(64, 64, x.device, torch.float32)[0].bias
+        assert first.dim() == 4 and lsa.constants(64, 64, x.device, torch.float32)[0].bias is first
+        assert torch.equal(module(x), y0)
+    mask = lsa.attn_mask_0
+    original = mask.clone()
+    with torch.no_grad():
+        mask[0, :, :128] = -100.0  # window 0's queries no longer see its first 128 keys
+    try:
+        with torch.inference_mode():
+            second = lsa.constants(64, 64, x.device, torch.float32)[0].bias
+            assert second is not first
+            expected = branch.position_bias(x.device, torch.float32).clone()
+            expected[:, :, :128] -= 100.0
+            assert torch.allclose(second[0], expected)
+            assert (module(x) - y0).abs().max() > 1e-3
+    finally:
+        with torch.no_grad():
+            mask.copy_(original)
+    with torch.inference_mode():
+        assert (module(x) - y0).abs().max() < 1e-5  # rebuilt from the restored buffer
 
 
 def test_gradients_reach_the_position_bias_mlp():

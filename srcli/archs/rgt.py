@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -297,7 +297,7 @@ class WindowBranch(nn.Module):
         self.register_buffer("rpe_biases", rpe_biases(*window))
         self.register_buffer("relative_position_index", relative_position_index(*window))
         self.pos = DynamicPosBias(dim // 16, num_heads)
-        self._cache: dict[tuple[torch.device, torch.dtype], tuple[tuple[int, ...], Tensor]] = {}
+        self._cache: dict[tuple, tuple[tuple[int, ...], Tensor]] = {}
 
     def _weights_version(self) -> tuple[int, ...] | None:
         """Identity of the bias MLP's weights: data_ptr catches replaced tensors, ``_version`` in-place
@@ -309,15 +309,34 @@ class WindowBranch(nn.Module):
 
     def position_bias(self, device: torch.device, dtype: torch.dtype) -> Tensor:
         """(heads, N, N) bias in ``dtype``; cached in eval when autograd is off."""
+        return self._cached((device, dtype), (), lambda: self._compute_bias().to(dtype))
+
+    def masked_bias(
+        self, stored: Tensor, plan: WindowPlan, size: tuple[int, int], device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        """(K, heads, N, N): the position bias plus each kept window's ``stored`` shift mask; cached like
+        ``position_bias`` for the last map size seen (one entry per device and dtype, so memory stays bounded),
+        and recomputed when the mask buffer changes."""
+
+        def compute() -> Tensor:
+            masks = stored if plan.kept.numel() == plan.num_windows else stored.index_select(0, plan.kept)
+            return self.position_bias(device, dtype).unsqueeze(0) + masks.to(device, dtype).unsqueeze(1)
+
+        buffer_version = () if stored.is_inference() else (stored.data_ptr(), stored._version)
+        return self._cached(("masked", device, dtype), (*size, *buffer_version), compute)
+
+    def _cached(self, key: tuple, extra_version: tuple, compute: Callable[[], Tensor]) -> Tensor:
+        """``compute()``, kept under ``key`` while the bias MLP's weights (and ``extra_version``) are unchanged;
+        computed afresh in training or with autograd on, where the result must carry gradients."""
         version = None if self.training or torch.is_grad_enabled() else self._weights_version()
         if version is None:
-            return self._compute_bias().to(dtype)
-        key = (device, dtype)
+            return compute()
+        version += extra_version
         hit = self._cache.get(key)
         if hit is None or hit[0] != version:
             # A normal (not inference-mode) tensor, so it stays usable outside inference_mode.
             with torch.inference_mode(False), torch.no_grad():
-                hit = (version, self._compute_bias().to(dtype))
+                hit = (version, compute())
             self._cache[key] = hit
         return hit[1]
 
@@ -370,15 +389,13 @@ class LSA(nn.Module):
         out = []
         for i, branch in enumerate(self.attns):
             plan = _window_plan(h, w, *branch.window, self.shift, device)
-            bias = branch.position_bias(device, dtype)
             border = None
             if self.shift and (hp, wp) == (self.img_size, self.img_size):
-                stored: Tensor = getattr(self, f"attn_mask_{i}")
-                if plan.kept.numel() < plan.num_windows:
-                    stored = stored.index_select(0, plan.kept)
-                bias = bias.unsqueeze(0) + stored.to(device, dtype).unsqueeze(1)  # (K, heads, N, N)
-            elif self.shift:
-                border = _border_masks(*branch.window, device, dtype)
+                bias = branch.masked_bias(getattr(self, f"attn_mask_{i}"), plan, (h, w), device, dtype)
+            else:
+                bias = branch.position_bias(device, dtype)
+                if self.shift:
+                    border = _border_masks(*branch.window, device, dtype)
             out.append(BranchConstants(plan, bias, border))
         return tuple(out)
 
