@@ -3,10 +3,13 @@
 #
 #   bash benchmarks/gpu_run.sh            # from the repository root, with $OUT set (the device tool sets it)
 #
-# Writes to $OUT: env.txt (GPU, driver, torch), ceilings.json (this card's measured bf16 matrix-product
-# rate and copy bandwidth, to read the "% peak" column against), smoke.json (`srcli bench` through the
-# CLI), speed_gpu.json + speed_gpu.md (benchmarks/speed_table.py, the whole table) and speed_gpu.log.
-# Exit status: that of the table run.
+# Writes to $OUT (the device tool brings back at most 8 files): env.txt (GPU, driver, torch, and this
+# card's measured bf16 matrix-product rate and copy bandwidth, to read the "% peak" column against),
+# speed_gpu.json + speed_gpu.md (benchmarks/speed_table.py, the whole table, eager and compiled),
+# speed_gpu.log (written as the table runs, so it survives a kill) and extra.tar.gz, repacked after each
+# stage: ceilings.json, smoke.json (`srcli bench` through the CLI), compile_agree.* (compiled vs eager
+# outputs, benchmarks/compile_speed.py) and profile/ (benchmarks/profile_model.py: where RGT's and ASID's
+# time goes, by operator and kernel). Exit status: that of the table run.
 #
 # Dependencies. The machine's image has torch 2.11 (CUDA), typer, rich, numpy, pillow, safetensors,
 # requests, filelock, imageio and tifffile. srcli imports the rest lazily, on paths this run never takes:
@@ -20,8 +23,9 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
 #     .whl/*.whl && export PYTHONPATH=/tmp/site
 #
-# Knobs (environment): DEVICE (cuda), PRECISION (bf16), BUDGET (420 s for the table: it holds the compiled
-# rows, which compile for a minute or two each; the whole script then fits one 600 s device call), PYTHON (python3),
+# Knobs (environment): DEVICE (cuda), PRECISION (bf16), BUDGET (360 s for the table: it holds the compiled
+# rows, which compile for a minute or two each; with the profiles (PROFILE_SECONDS, 45 each) and the agreement
+# check (AGREE_SECONDS, 60) the script fits one 600 s device call), PYTHON (python3),
 # TABLE_ARGS (extra arguments for speed_table.py). A CPU dry run of the script itself:
 #   OUT=/tmp/out DEVICE=cpu PRECISION=fp32 BUDGET=20 TABLE_ARGS="--scale-sizes 0.25" PYTHON=.venv/bin/python \
 #     bash benchmarks/gpu_run.sh
@@ -36,7 +40,10 @@ export SRCLI_OFFLINE=1
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"
 PRECISION="${PRECISION:-bf16}"
-BUDGET="${BUDGET:-420}"
+BUDGET="${BUDGET:-360}"
+EXTRA="$(mktemp -d)"
+pack() { tar -czf "$OUT/extra.tar.gz" -C "$EXTRA" . 2>/dev/null || true; }
+trap 'pack; exit 143' TERM INT
 
 {
     date -u
@@ -49,7 +56,7 @@ cat "$OUT/env.txt"
 
 if [ "$DEVICE" != "cpu" ]; then
     # The card's two ceilings as found (METHOD.md): a large bf16 matrix product and a device-to-device copy.
-    timeout 60 "$PY" - "$OUT/ceilings.json" <<'EOF' || echo "ceilings: failed"
+    timeout 60 "$PY" - "$EXTRA/ceilings.json" <<'EOF' >>"$OUT/env.txt" 2>&1 || echo "ceilings: failed"
 import json, sys, torch
 dev = torch.device("cuda")
 a, b = (torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16) for _ in range(2))
@@ -74,18 +81,29 @@ fi
 
 # The CLI end to end once (import, model build, warm-up, JSON).
 timeout 120 "$PY" -m srcli bench -m imdn -s 4 --size 128 --batch 4 --device "$DEVICE" --precision "$PRECISION" \
-    --warmup 2 --iters 10 --json >"$OUT/smoke.json" 2>"$OUT/smoke.err" || { echo "smoke: failed"; cat "$OUT/smoke.err"; }
+    --warmup 2 --iters 10 --json >"$EXTRA/smoke.json" 2>"$EXTRA/smoke.err" || { echo "smoke: failed"; cat "$EXTRA/smoke.err"; }
+pack
 
 # shellcheck disable=SC2086  # TABLE_ARGS is a list of words
 "$PY" benchmarks/speed_table.py --device "$DEVICE" --precision "$PRECISION" --budget-seconds "$BUDGET" \
     --json "$OUT/speed_gpu.json" --md "$OUT/speed_gpu.md" -v ${TABLE_ARGS:-} 2>&1 | tee "$OUT/speed_gpu.log"
 status="${PIPESTATUS[0]}"
+pack
 
-# Compiled against eager on the same input, in this precision: largest output difference (the table times only).
-# Same shapes as the table's RGT-S row, so inductor's on-disk cache makes the compile quick.
 if [ "$DEVICE" != "cpu" ]; then
-    timeout "${AGREE_SECONDS:-90}" "$PY" benchmarks/compile_speed.py --device "$DEVICE" --precision "$PRECISION" \
-        --models rgt-s --size 128 --batch 8 --rounds 2 --iters 5 --json "$OUT/compile_agree.json" \
-        >"$OUT/compile_agree.log" 2>&1 || echo "compile agreement: failed or timed out"
+    # Where the eager time goes, at the table's settings (ops and kernels tables, shares by kind of work).
+    for spec in "rgt 128 8" "asid 256 16"; do
+        set -- $spec
+        timeout "${PROFILE_SECONDS:-45}" "$PY" benchmarks/profile_model.py -m "$1" --size "$2" --batch "$3" \
+            --device "$DEVICE" --precision "$PRECISION" --out "$EXTRA/profile" >>"$EXTRA/profile.log" 2>&1 \
+            || echo "profile $1: failed or timed out"
+        pack
+    done
+    # Compiled against eager on the same input, in this precision: largest output difference (the table only
+    # times). Same shapes as the table's RGT-S row, so inductor's on-disk cache makes the compile quick.
+    timeout "${AGREE_SECONDS:-60}" "$PY" benchmarks/compile_speed.py --device "$DEVICE" --precision "$PRECISION" \
+        --models rgt-s --size 128 --batch 8 --rounds 2 --iters 5 --json "$EXTRA/compile_agree.json" \
+        >"$EXTRA/compile_agree.log" 2>&1 || echo "compile agreement: failed or timed out"
+    pack
 fi
 exit "$status"

@@ -49,6 +49,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED / "data" / "train")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    # As the CLI does (srcli.engine.host_memory); SRCLI_MALLOC_TUNING=0 measures glibc's default instead.
+    from srcli.cli.common import tune_host_memory
+
+    malloc_tuned = tune_host_memory(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -111,6 +115,7 @@ def main() -> None:
         "model": args.model,
         "scale": args.scale,
         "device": str(device),
+        "host_malloc_tuned": malloc_tuned,
         "threads": torch.get_num_threads(),
         "io_workers": args.io_workers,
         "precision": precision,

@@ -68,6 +68,10 @@ def main() -> None:
     parser.add_argument("--segment-seconds", type=float, default=60.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
+    # As the CLI does (srcli.engine.host_memory); SRCLI_MALLOC_TUNING=0 measures glibc's default instead.
+    from srcli.cli.common import tune_host_memory
+
+    malloc_tuned = tune_host_memory(args.device)
     torch.set_num_threads(args.threads)
 
     device = pick_device(args.device)
@@ -123,6 +127,7 @@ def main() -> None:
     figures = {
         "settings": {**{k: v for k, v in vars(args).items() if k != "json"}, "weights": weights},
         "device": describe_device(device),
+        "host_malloc_tuned": malloc_tuned,
         "precision": precision,
         "model": f"{args.model} x{args.scale}",
         "clip": f"{args.size}, {n} frames at {args.fps} fps, H.264 + AAC",

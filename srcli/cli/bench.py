@@ -9,7 +9,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import JsonOpt, console, err_console, human_count
+from srcli.cli.common import JsonOpt, console, err_console, human_count, tune_host_memory
 
 
 def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
@@ -105,6 +105,7 @@ def bench_cmd(
 
     --protocol: one image through the paper's tiled protocol. Warm-up runs come first; CUDA is timed with events.
     """
+    tune_host_memory(device)
     from srcli.engine.bench import bench_model, parse_size
 
     result = bench_model(

@@ -37,6 +37,23 @@ class _RichLogHandler(logging.Handler):
         err_console.print(f"[{style}]{record.getMessage()}[/{style}]", highlight=False, soft_wrap=True)
 
 
+def tune_host_memory(device: str) -> bool:
+    """Keep freed host memory mapped for reuse (``srcli.engine.host_memory``) when models will run on the CPU,
+    where activations live in host memory; an accelerator's runs leave the allocator as it is. True if applied."""
+    from srcli.engine.host_memory import keep_freed_memory
+
+    if device != "cpu":
+        from srcli.engine.devices import pick_device  # imports torch: only when the device must be found
+        from srcli.errors import SrcliError
+
+        try:
+            if pick_device(device).type != "cpu":
+                return False
+        except SrcliError:  # the command reports a bad --device itself
+            return False
+    return keep_freed_memory()
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Route the ``srcli`` logger to stderr (idempotent)."""
     log = logging.getLogger("srcli")

@@ -13,7 +13,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
+from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console, tune_host_memory
 from srcli.errors import DownloadError, OfflineError, SrcliError, UsageError
 
 
@@ -163,6 +163,14 @@ def eval_cmd(
     whole: Annotated[bool, typer.Option("--whole", help="Whole-image inference even where the paper tiled.")] = False,
     precision: Annotated[str, typer.Option("--precision", help="fp32 (default), bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
+    compile: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="torch.compile the model: pays for a tiled protocol's equal tiles (ASID), not for whole images "
+            "of many sizes.",
+        ),
+    ] = False,
     per_image: Annotated[bool, typer.Option("--per-image", help="Also print every image's scores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results (with protocol) as JSON.")] = False,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the summary rows to a CSV file.")] = None,
@@ -175,6 +183,7 @@ def eval_cmd(
     offline: OfflineOpt = False,
 ) -> None:
     """Score models on the standard SR benchmarks (PSNR/SSIM on Y), next to the papers' numbers."""
+    tune_host_memory(device)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from srcli.eval.runner import evaluate
@@ -220,6 +229,7 @@ def eval_cmd(
                         precision=precision,
                         device=device,
                         protocol=protocol,
+                        compile=compile,
                         cache_dir=cache_dir,
                         offline=offline,
                         progress=tick,

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from srcli.cli.common import console, err_console
+from srcli.cli.common import console, err_console, tune_host_memory
 from srcli.errors import UsageError
 
 app = typer.Typer(
@@ -188,6 +188,7 @@ def train_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
+    tune_host_memory(device)
     given = {
         "model": model,
         "scale": scale,

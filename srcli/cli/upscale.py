@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console
+from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console, tune_host_memory
 from srcli.errors import UsageError
 
 DEFAULT_MODEL = "survey-net"
@@ -242,6 +242,8 @@ def upscale_cmd(
     Inputs are never modified; outputs are written to a temporary name and renamed. A bad file is
     reported and the batch goes on; the exit code is 1 if any file failed.
     """
+    if not dry_run:
+        tune_host_memory(device)
     if _is_video_job(inputs, output, video=video, frames=frames):
         from srcli.pipeline.video import VideoOptions, parse_fps
 

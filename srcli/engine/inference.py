@@ -180,12 +180,14 @@ def run_model(
     self_ensemble: bool = False,
     precision: Precision = "fp32",
     tile_batch: int | None = None,
+    full_batches: bool = False,
 ) -> torch.Tensor:
     """Super-resolve ``x`` (N, 3, H, W) in [0, 1] as the paper's protocol says (or as ``protocol`` overrides).
 
     ``self_ensemble`` averages the 8 flipped / rotated passes (the papers' "+" rows). ``tile_batch``:
     tiles per forward pass of a tiled protocol (default: 1 on the CPU, where batching gains nothing,
-    ``DEFAULT_TILE_BATCH`` on an accelerator).
+    ``DEFAULT_TILE_BATCH`` on an accelerator); ``full_batches`` fills a short last batch of tiles (for a
+    compiled model, which then sees one shape).
     """
     protocol = protocol or loaded.spec.protocol
     if tile_batch is None:
@@ -193,7 +195,9 @@ def run_model(
 
     def once(t: torch.Tensor) -> torch.Tensor:
         if protocol.mode == "tiled" and protocol.tile and protocol.overlap is not None:
-            return forward_tiled_average(loaded, t, protocol.tile, protocol.overlap, precision, batch=tile_batch)
+            return forward_tiled_average(
+                loaded, t, protocol.tile, protocol.overlap, precision, batch=tile_batch, full_batches=full_batches
+            )
         return forward_whole(loaded, t, precision)
 
     if not self_ensemble:

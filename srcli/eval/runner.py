@@ -87,6 +87,7 @@ def evaluate(
     precision: str = "fp32",
     device: str = "auto",
     protocol: InferenceProtocol | None = None,
+    compile: bool = False,
     cache_dir: str | Path | None = None,
     offline: bool | None = None,
     progress: EvalProgress | None = None,
@@ -97,6 +98,8 @@ def evaluate(
     With ``sr_dir``, no model runs: the SR images in that folder (matched to the HR by name)
     are scored instead. Images that cannot be read, or whose SR size does not match, are
     skipped with a note in ``EvalResult.skipped``; the mean is over the images scored.
+    ``compile`` runs the model under ``torch.compile``: it pays for a tiled protocol (ASID's equal 64 px
+    tiles compile once), not for whole images of many sizes (each size compiles again).
     """
     import torch
 
@@ -113,7 +116,7 @@ def evaluate(
         "lr_source": "srcli MATLAB-compatible imresize from HR",
     }
     if sr_dir is None:
-        from srcli.engine.inference import pick_device, run_model
+        from srcli.engine.inference import optimise_for_inference, pick_device, run_model
         from srcli.hub.loading import load_model
 
         if model is None:
@@ -128,6 +131,8 @@ def evaluate(
             device=str(dev),
             reporter=download_reporter,
         )
+        if compile:
+            loaded = optimise_for_inference(loaded, dev, channels_last=False, compile=True)
         proto = protocol or loaded.spec.protocol
         record.update(
             model=loaded.spec.name,
@@ -135,13 +140,19 @@ def evaluate(
             device=str(dev),
             inference=proto.describe(),
             self_ensemble=self_ensemble,
+            compiled=compile,
             weights=str(loaded.weights_path) if loaded.weights_path else None,
             weights_sha256=loaded.weights_sha256,
         )
 
         def run(lr: torch.Tensor) -> torch.Tensor:
             return run_model(
-                loaded, lr[None].to(dev), protocol=proto, self_ensemble=self_ensemble, precision=precision
+                loaded,
+                lr[None].to(dev),
+                protocol=proto,
+                self_ensemble=self_ensemble,
+                precision=precision,
+                full_batches=compile,
             )[0].cpu()
     else:
         sr_dir = Path(sr_dir)
