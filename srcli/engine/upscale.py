@@ -17,7 +17,7 @@ import torch
 
 from srcli.archs.imresize import imresize
 from srcli.engine.devices import Precision
-from srcli.engine.inference import _ensemble_transforms, forward_whole
+from srcli.engine.inference import _ensemble_transforms, forward_whole, optimise_for_inference
 from srcli.engine.tiling import TileProgress, tiled_forward
 from srcli.errors import DeviceOutOfMemoryError, UsageError
 from srcli.hub.loading import LoadedModel
@@ -295,3 +295,27 @@ def upscale_tensor(
 def with_tile(options: EngineOptions, tile: int | None) -> EngineOptions:
     """``options`` with the tile a previous image settled on (after an out-of-memory fallback)."""
     return replace(options, tile=0 if tile is None else tile)
+
+
+def prepare_for_job(
+    loaded: LoadedModel,
+    device: torch.device,
+    options: EngineOptions,
+    *,
+    compile: bool = False,
+    default_batch: int | None = None,
+) -> tuple[LoadedModel, EngineOptions]:
+    """A batch job's one-time set-up of ``loaded`` and ``options``, before its first input.
+
+    NHWC weights where the model gains from them; for ``tile="auto"``, one memory probe for the whole job
+    (``bytes_per_pixel``) rather than one per input; with ``compile``, ``torch.compile`` after the probe
+    (which runs a shape of its own) and ``full_batches``, so that every pass has the job's batch size
+    (``options.batch``, else ``default_batch``) and equal inputs compile once.
+    """
+    loaded = optimise_for_inference(loaded, device)
+    if options.tile == "auto" and loaded.spec.preferred_tile is None:
+        options = replace(options, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, options.precision))
+    if compile:
+        loaded = optimise_for_inference(loaded, device, compile=True)
+        options = replace(options, full_batches=True, batch=options.batch or default_batch)
+    return loaded, options

@@ -406,21 +406,10 @@ def run_job(
     started = time.perf_counter()
     events.started(len(planned), report)
     if loaded is not None:
-        from dataclasses import replace
+        from srcli.engine.upscale import prepare_for_job
 
-        from srcli.engine.inference import optimise_for_inference
-        from srcli.engine.upscale import probe_bytes_per_pixel
-
-        # NHWC weights where the registry's convolutional models gain from it; one memory probe per job.
-        loaded = optimise_for_inference(loaded, device)
-        if engine.tile == "auto" and loaded.spec.preferred_tile is None:
-            engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
-        if options.compile:
-            # After the probe, which runs a shape of its own. Each new input shape compiles again, so
-            # every forward pass is given the same batch size.
-            loaded = optimise_for_inference(loaded, device, compile=True)
-            engine = replace(engine, full_batches=True)
-            report.compiled = True
+        loaded, engine = prepare_for_job(loaded, device, engine, compile=options.compile)
+        report.compiled = options.compile
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":

@@ -275,22 +275,13 @@ def run_video_job(
         self_ensemble=options.self_ensemble,
         outscale=options.outscale,
     )
-    from dataclasses import replace
-
-    from srcli.engine.inference import optimise_for_inference
-    from srcli.engine.upscale import probe_bytes_per_pixel
-
-    # NHWC weights where the model gains from it; one memory probe per job instead of one per batch.
     if loaded is not None:
-        loaded = optimise_for_inference(loaded, device)
-        if engine.tile == "auto" and loaded.spec.preferred_tile is None:
-            engine = replace(engine, bytes_per_pixel=probe_bytes_per_pixel(loaded, device, precision))
-        if options.compile:
-            # After the probe, which runs a shape of its own. Each new input shape compiles again, so
-            # every forward pass is given the same batch size.
-            loaded = optimise_for_inference(loaded, device, compile=True)
-            engine = replace(engine, full_batches=True, batch=engine.batch or frames_per_pass(options, device))
-            report.compiled = True
+        from srcli.engine.upscale import prepare_for_job
+
+        loaded, engine = prepare_for_job(
+            loaded, device, engine, compile=options.compile, default_batch=frames_per_pass(options, device)
+        )
+        report.compiled = options.compile
     started = time.perf_counter()
     events.started(report)
     for p in planned:
