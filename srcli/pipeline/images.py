@@ -367,34 +367,11 @@ def run_job(
     if options.dry_run:
         return report
 
-    from srcli.engine.devices import describe_device, pick_device, resolve_precision
-    from srcli.engine.upscale import EngineOptions, with_tile
-    from srcli.hub.loading import load_model
-    from srcli.registry import get_model
+    from srcli.engine.upscale import with_tile
+    from srcli.pipeline.model_setup import set_up_model
 
-    device = pick_device(options.device)
-    spec = get_model(options.model)
-    precision = resolve_precision(spec, device, options.precision)
-    report.device, report.precision = describe_device(device), precision
     todo = [p for p in planned if p.report.status == "planned"]
-    if loaded is None and todo:
-        loaded = load_model(
-            options.model,
-            options.scale,
-            weights=options.weights,
-            cache_dir=options.cache_dir,
-            offline=options.offline,
-            device=str(device),
-            reporter=reporter,
-        )
-    engine = EngineOptions(
-        precision=precision,
-        tile=options.tile,
-        overlap=options.tile_overlap,
-        batch=options.batch,
-        self_ensemble=options.self_ensemble,
-        outscale=options.outscale,
-    )
+    device, loaded, engine = set_up_model(options, report, needed=bool(todo), loaded=loaded, reporter=reporter)
     # Temporary files an interrupted run left for the outputs this run is about to write.
     ours = {(p.output.parent, p.output.name) for p in todo}
     for folder in {parent for parent, _ in ours}:
@@ -405,11 +382,6 @@ def run_job(
 
     started = time.perf_counter()
     events.started(len(planned), report)
-    if loaded is not None:
-        from srcli.engine.upscale import prepare_for_job
-
-        loaded, engine = prepare_for_job(loaded, device, engine, compile=options.compile)
-        report.compiled = options.compile
     for p in planned:
         if p.report.status != "planned":
             if p.report.status == "failed":

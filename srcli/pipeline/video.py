@@ -249,39 +249,12 @@ def run_video_job(
     if options.dry_run:
         return report
 
-    from srcli.engine.devices import describe_device, pick_device, resolve_precision
-    from srcli.engine.upscale import EngineOptions
-    from srcli.hub.loading import load_model
-    from srcli.registry import get_model
+    from srcli.pipeline.model_setup import set_up_model
 
-    device = pick_device(options.device)
-    precision = resolve_precision(get_model(options.model), device, options.precision)
-    report.device, report.precision = describe_device(device), precision
     todo = [p for p in planned if p.report.status == "planned"]
-    if loaded is None and todo:
-        loaded = load_model(
-            options.model,
-            options.scale,
-            weights=options.weights,
-            cache_dir=options.cache_dir,
-            offline=options.offline,
-            device=str(device),
-        )
-    engine = EngineOptions(
-        precision=precision,
-        tile=options.tile,
-        overlap=options.tile_overlap,
-        batch=options.batch,
-        self_ensemble=options.self_ensemble,
-        outscale=options.outscale,
+    device, loaded, engine = set_up_model(
+        options, report, needed=bool(todo), loaded=loaded, default_batch=lambda d: frames_per_pass(options, d)
     )
-    if loaded is not None:
-        from srcli.engine.upscale import prepare_for_job
-
-        loaded, engine = prepare_for_job(
-            loaded, device, engine, compile=options.compile, default_batch=frames_per_pass(options, device)
-        )
-        report.compiled = options.compile
     started = time.perf_counter()
     events.started(report)
     for p in planned:
