@@ -6,6 +6,9 @@ For each input size, two fresh processes (the setting is process-wide and must c
 allocation) build the model with random weights, run one warm-up pass and ``--iters`` timed passes, and
 report the median pass, the process's kernel (system) and user CPU time and its peak resident memory.
 The pair runs one after the other at each size, so machine load hits both alike.
+
+``--mixed 480,320,480,...`` runs that sequence of input sizes in one process per setting instead and reports
+each pass's time and the resident memory after it (does the kept heap keep growing over a long job?).
 """
 
 from __future__ import annotations
@@ -42,11 +45,45 @@ print(json.dumps({"tuned": tuned, "median_s": statistics.median(times), "system_
 """
 
 
+_MIXED = r"""
+import json, resource, sys, time, torch
+from srcli.engine.host_memory import keep_freed_memory
+from srcli.engine.bench import build_model
+tuned = keep_freed_memory()
+model, scale, sizes, threads = sys.argv[1], int(sys.argv[2]), [int(v) for v in sys.argv[3].split(",")], int(sys.argv[4])
+torch.set_num_threads(threads)
+module = build_model(model, scale, torch.device("cpu")).module
+passes = []
+with torch.inference_mode():
+    for size in sizes:
+        t = time.perf_counter()
+        module(torch.rand(1, 3, size, size))
+        seconds = time.perf_counter() - t
+        rss_mb = int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        passes.append({"size": size, "seconds": seconds, "rss_mb": rss_mb, "peak_mb": peak_mb})
+print(json.dumps({"tuned": tuned, "passes": passes}))
+"""
+
+
 def run(model: str, scale: int, size: int, iters: int, threads: int, tuned: bool) -> dict:
     """One child process; returns its measurements."""
     env = {**os.environ, "SRCLI_MALLOC_TUNING": "1" if tuned else "0", "PYTHONPATH": str(REPO)}
     out = subprocess.run(
         [sys.executable, "-c", _CHILD, model, str(scale), str(size), str(iters), str(threads)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_mixed(model: str, scale: int, sizes: str, threads: int, tuned: bool) -> dict:
+    """One child process over the sequence ``sizes``; returns each pass's time and memory."""
+    env = {**os.environ, "SRCLI_MALLOC_TUNING": "1" if tuned else "0", "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", _MIXED, model, str(scale), sizes, str(threads)],
         env=env,
         check=True,
         capture_output=True,
@@ -62,8 +99,21 @@ def main() -> int:
     parser.add_argument("--sizes", default="128,256,480")
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mixed", help="comma-separated input sizes run in sequence in one process per setting")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.mixed:
+        doc = {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "default": run_mixed(args.model, args.scale, args.mixed, args.threads, tuned=False),
+            "keep_freed_memory": run_mixed(args.model, args.scale, args.mixed, args.threads, tuned=True),
+        }
+        for key in ("default", "keep_freed_memory"):
+            line = ", ".join(f"{p['size']}: {p['seconds']:.2f} s / {p['rss_mb']:.0f} MB" for p in doc[key]["passes"])
+            print(f"{key}: {line}; peak {doc[key]['passes'][-1]['peak_mb']:.0f} MB", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=2) + "\n")
+        return 0
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         plain = run(args.model, args.scale, size, args.iters, args.threads, tuned=False)

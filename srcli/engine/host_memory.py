@@ -7,8 +7,8 @@ of MB, so every pass pays for page faults and for the kernel zeroing those pages
 2x slower per pixel than on 128 x 128 tiles (``benchmarks/host_malloc.py``). Serving large blocks from the
 heap and never trimming it makes the second and later passes reuse memory that is already mapped; the
 price is a larger and lasting peak: the heap holds holes that later blocks do not always fit, and the
-process keeps it until it exits (IMDN x2, ten passes on 300-480 px inputs: peak 2.2 GB instead of 1.8 GB,
-level after the fifth pass; 1.5x faster per 480 px pass), which suits a batch command.
+process keeps it until it exits (IMDN x2, ten passes on 300-480 px inputs: 2.2 GB, level from the third
+pass, against a 1.6 GB peak; each 480 px pass about 2x faster), which suits a batch command.
 
 The setting is process-wide, so the CLI applies it (``srcli upscale``, ``eval``, ``bench``, ``train``) and
 the library leaves it to the caller. ``SRCLI_MALLOC_TUNING=0`` turns it off.
