@@ -66,30 +66,23 @@ print(json.dumps({"tuned": tuned, "passes": passes}))
 """
 
 
-def run(model: str, scale: int, size: int, iters: int, threads: int, tuned: bool) -> dict:
-    """One child process; returns its measurements."""
+def _child(script: str, args: list[object], tuned: bool) -> dict:
+    """Run ``script`` in a fresh process (the allocator setting must precede its first large block)."""
     env = {**os.environ, "SRCLI_MALLOC_TUNING": "1" if tuned else "0", "PYTHONPATH": str(REPO)}
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, model, str(scale), str(size), str(iters), str(threads)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-c", script, *map(str, args)], env=env, check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def run(model: str, scale: int, size: int, iters: int, threads: int, tuned: bool) -> dict:
+    """One child process; returns its measurements."""
+    return _child(_CHILD, [model, scale, size, iters, threads], tuned)
 
 
 def run_mixed(model: str, scale: int, sizes: str, threads: int, tuned: bool) -> dict:
     """One child process over the sequence ``sizes``; returns each pass's time and memory."""
-    env = {**os.environ, "SRCLI_MALLOC_TUNING": "1" if tuned else "0", "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", _MIXED, model, str(scale), sizes, str(threads)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return _child(_MIXED, [model, scale, sizes, threads], tuned)
 
 
 def main() -> int:
