@@ -32,6 +32,11 @@ def upscale(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict, 
     return code, report, captured.err
 
 
+def _visible(folder: Path) -> list[str]:
+    """Names in ``folder``, less hidden ones (the job's output journal, temporary files)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
 def _gradient(h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
     return np.stack([xx * 255 // max(w - 1, 1), yy * 255 // max(h - 1, 1), (xx + yy) * 127 // max(h + w - 2, 1)], -1)
@@ -80,7 +85,7 @@ def test_globs_name_template_and_format(photos: Path, tmp_path: Path, capsys) ->
         "webp",
     )
     assert code == 0, report
-    assert sorted(p.name for p in out.iterdir()) == ["a_bicubic_x2.webp", "b_bicubic_x2.webp"]
+    assert _visible(out) == ["a_bicubic_x2.webp", "b_bicubic_x2.webp"]
     code, _, err = upscale(capsys, str(photos), "-o", str(out), "-m", "bicubic", "--name", "{bogus}.png")
     assert code == 2 and "unknown field" in err
 
@@ -101,9 +106,16 @@ def test_bad_files_are_reported_and_the_batch_goes_on(photos: Path, tmp_path: Pa
         assert not (out / bad).exists()
     assert "empty" in by_name["zero.png"]["message"]
     assert report["done"] == 1 and report["failed"] == 3
-    # --fail-fast stops at the first failure and counts the rest as not processed.
+    # --fail-fast: files refused at planning (unreadable headers) stop the job before any work; the rest are
+    # counted as not processed.
     code, report, _ = upscale(capsys, str(photos), "-o", str(tmp_path / "ff"), "-m", "bicubic", "--fail-fast")
-    assert code == 1 and report["failed"] == 1
+    assert code == 1 and report["failed"] == 2 and report["done"] == 0 and report["skipped"] == 2
+    assert not (tmp_path / "ff").exists() or not _visible(tmp_path / "ff")
+    # A file that fails only at decoding stops the batch there.
+    for name in ("zero.png", "text.jpg"):
+        (photos / name).unlink()
+    code, report, _ = upscale(capsys, str(photos), "-o", str(tmp_path / "ff2"), "-m", "bicubic", "--fail-fast")
+    assert code == 1 and report["failed"] == 1 and report["done"] == 1
 
 
 def test_refuses_to_overwrite_inputs(photos: Path, capsys) -> None:
@@ -171,7 +183,8 @@ def test_alpha_modes(tmp_path: Path, capsys) -> None:
         code, _, _ = upscale(capsys, str(src), "-o", str(out), "-m", "bicubic", "-s", "2", "--alpha", mode)
         assert code == 0 and Image.open(out / "a.png").mode == expected
     code, report, _ = upscale(capsys, str(src), "-o", str(tmp_path / "j"), "-m", "bicubic", "--format", "jpg")
-    assert code == 0 and report["files"][0]["output"].endswith(".png") and "PNG" in report["files"][0]["message"]
+    assert code == 0 and report["files"][0]["output"].endswith(".png")
+    assert "PNG" in " ".join(report["files"][0]["notes"])
 
 
 def test_outscale_and_single_output_file(photos: Path, tmp_path: Path, capsys) -> None:
@@ -189,42 +202,65 @@ def test_real_model_through_the_cli(shared_mirror: str, photos: Path, tmp_path: 
     assert Image.open(out / "a.png").size == (120, 80)
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "srcli", "upscale", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO,
-    )
+_PAUSING_DRIVER = """
+import os, sys
+import srcli.pipeline.images as images
+from srcli.cli import main
+
+marker, after = sys.argv[1], int(sys.argv[2])
+model_steps = 0
+run_model = images.upscale_frames
+
+def pausing(*args, **kwargs):
+    # The test's hook: once `after` images went through the model, say so and block until a signal arrives.
+    global model_steps
+    model_steps += 1
+    if model_steps == after + 1:
+        open(marker, "w").close()
+        read_end, _ = os.pipe()
+        os.read(read_end, 1)
+    return run_model(*args, **kwargs)
+
+images.upscale_frames = pausing
+sys.exit(main(["upscale", *sys.argv[3:]]))
+"""
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
-    for i in range(30):
+    for i in range(12):
         Image.fromarray(np.roll(_gradient(120, 120), i, axis=1).astype(np.uint8)).save(src / f"{i:02d}.png")
-    proc = _spawn(str(src), "-o", str(out), "-m", "bicubic", "-s", "4", "--io-workers", "1")
-    deadline = time.monotonic() + 120
-    while not (out.is_dir() and any(p.suffix == ".png" for p in out.iterdir())):
+    driver, marker, after = tmp_path / "driver.py", tmp_path / "paused", 5
+    driver.write_text(_PAUSING_DRIVER)
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), str(marker), str(after), str(src), "-o", str(out), "-m", "bicubic"]
+        + ["-s", "4", "--io-workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    # Wait on the job's own hook (the 6th image reached the model), not on time.
+    while not marker.exists():
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+        time.sleep(0.01)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
-    finished = sorted(p for p in out.iterdir() if not p.name.startswith("."))
-    assert 0 < len(finished) < 30, "the batch should have been cut short"
-    for path in finished:  # every file under its final name is complete
-        with Image.open(path) as im:
+    proc.communicate(timeout=120)
+    finished = _visible(out)
+    for name in finished:  # every file under its final name is complete
+        with Image.open(out / name) as im:
             im.load()
             assert im.size == (480, 480)
     if sig == signal.SIGTERM:
-        assert proc.returncode == 130
-        assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
-    stamps = {p.name: p.stat().st_mtime_ns for p in finished}
+        # The writes in flight finish: exactly the images the model had done are written, nothing else.
+        assert proc.returncode == 143
+        assert finished == [f"{i:02d}.png" for i in range(after)]
+        assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name.endswith(".partial")]
+    else:
+        assert len(finished) <= after
+    stamps = {name: (out / name).stat().st_mtime_ns for name in finished}
     done = subprocess.run(
         [sys.executable, "-m", "srcli", "upscale", str(src), "-o", str(out), "-m", "bicubic", "-s", "4"]
         + ["--skip-existing", "--json"],
@@ -235,9 +271,10 @@ def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, si
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["skipped"] == len(finished) and report["done"] == 30 - len(finished)
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:02d}.png" for i in range(30)]  # temp files cleaned up
-    assert all(p.stat().st_mtime_ns == stamps[p.name] for p in finished if p.name in stamps)
+    assert report["skipped"] == len(finished) and report["done"] == 12 - len(finished)
+    assert _visible(out) == [f"{i:02d}.png" for i in range(12)]
+    assert not [p for p in out.iterdir() if p.name.endswith(".partial")], "temporary files left behind"
+    assert all((out / name).stat().st_mtime_ns == stamps[name] for name in finished)
 
 
 def test_library_api_round_trips_types(shared_dir: Path) -> None:

@@ -13,26 +13,13 @@ from rich.table import Table
 
 from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console, tune_host_memory
 from srcli.errors import UsageError
+from srcli.registry import DEFAULT_MODEL
 
-DEFAULT_MODEL = "survey-net"
-DEFAULT_SCALE = 4
 _V = "Video"
 
 
-def _tile(value: str) -> int | str:
-    if value == "auto":
-        return "auto"
-    try:
-        tile = int(value)
-    except ValueError:
-        raise UsageError(f"--tile must be 'auto', 0 or a number of pixels, not '{value}'") from None
-    if tile < 0:
-        raise UsageError(f"--tile must be >= 0, not {tile}")
-    return tile
-
-
-def _render_summary(report: Any) -> None:
-    """The end-of-run table: done / skipped / failed, failures by file, time and throughput."""
+def _render_summary(report: Any, output_root: Path | None = None) -> None:
+    """The end-of-run table: done / skipped / failed, failures by file, time and throughput, where outputs went."""
     failed = [f for f in report.files if f.status == "failed"]
     if failed:
         table = Table(box=box.SIMPLE_HEAD, title="failed", title_justify="left", show_edge=False)
@@ -56,18 +43,28 @@ def _render_summary(report: Any) -> None:
         f"{report.output_megapixels / seconds:.2f}" if seconds > 0 else "-",
     )
     err_console.print(summary)
+    for f in report.files:
+        if f.status == "done" and f.notes:
+            err_console.print(f"[dim]{f.output}: {'; '.join(f.notes)}[/dim]", highlight=False, soft_wrap=True)
+    if output_root is not None and done:
+        err_console.print(f"outputs in {output_root}", highlight=False, soft_wrap=True)
     if report.interrupted:
         err_console.print("[yellow]interrupted: run again with --skip-existing to finish the batch[/yellow]")
 
 
 def _render_plan(report: Any) -> None:
+    """The dry run: every input, its final output (format changes included) and what the job would do."""
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, title="dry run: nothing is written", title_justify="left")
     table.add_column("input", overflow="fold")
     table.add_column("output", overflow="fold")
-    table.add_column("action")
+    table.add_column("action", overflow="fold")
     for f in report.files:
         action = {"planned": "upscale", "skipped": "skip", "failed": "[red]refuse[/red]"}[f.status]
-        table.add_row(f.input, f.output or "", action + (f" ({f.message})" if f.message else ""))
+        if f.status == "planned" and getattr(f, "replaced", False):
+            action = "upscale, replacing the existing file"
+        details = [f.message] if f.message else []
+        details += getattr(f, "notes", [])
+        table.add_row(f.input, f.output or "", action + (f" ({'; '.join(details)})" if details else ""))
     console.print(table)
 
 
@@ -87,7 +84,7 @@ class _RichEvents:
         self.files_task = self.progress.add_task("images", total=total, rate="")
 
     def file_started(self, item: Any) -> None:
-        self.progress.update(self.files_task, description=item.path.name)
+        self.progress.update(self.files_task, description=item.input.name)
         if self.tiles_task is not None:
             self.progress.remove_task(self.tiles_task)
             self.tiles_task = None
@@ -113,7 +110,9 @@ def upscale_cmd(
         "upscaled"
     ),
     model: Annotated[str, typer.Option("-m", "--model", help="Model name (see 'srcli models list').")] = DEFAULT_MODEL,
-    scale: Annotated[int, typer.Option("-s", "--scale", help="Model scale factor.")] = DEFAULT_SCALE,
+    scale: Annotated[
+        int | None, typer.Option("-s", "--scale", help="Model scale factor (default: the model's largest, 4).")
+    ] = None,
     weights: Annotated[
         Path | None, typer.Option("--weights", help="Use this checkpoint instead of the pinned one.")
     ] = None,
@@ -150,8 +149,16 @@ def upscale_cmd(
     skip_existing: Annotated[
         bool, typer.Option("--skip-existing", help="Leave outputs that already exist (resume a batch).")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace existing files that this job did not write (without it they are refused; "
+            "the job's own earlier outputs are always redone).",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done and write nothing.")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails.")] = False,
+    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails (a file refused at planning: before any work).")] = False,
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps.")
     ] = "auto",
@@ -180,6 +187,9 @@ def upscale_cmd(
         int, typer.Option("--max-pixels", min=0, help="Refuse inputs above this many pixels (0: no limit).")
     ] = 64 * 1024 * 1024,
     io_workers: Annotated[int | None, typer.Option("--io-workers", min=1, help="Reader and writer threads.")] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
@@ -237,25 +247,45 @@ def upscale_cmd(
         typer.Option("--fps", help="Frame rate of a folder of frames (24, 29.97, 30000/1001).", rich_help_panel=_V),
     ] = None,
 ) -> None:
-    """Super-resolve images: files, folders (-r for their whole tree) and glob patterns.
+    """Super-resolve images: files, folders (-r for their whole tree) and glob patterns; videos too.
 
-    Inputs are never modified; outputs are written to a temporary name and renamed. A bad file is
-    reported and the batch goes on; the exit code is 1 if any file failed.
+    Inputs are never modified; outputs are written to a temporary name and renamed. Everything is
+    planned before the model loads (--dry-run shows the plan). A bad file is reported and the batch
+    goes on; the exit code is 1 if any file failed.
     """
-    if not dry_run:
-        tune_host_memory(device)
+    from srcli.engine.options import RunOptions, parse_tile
+
+    run = RunOptions(
+        model=model,
+        scale=scale,
+        weights=str(weights) if weights else None,
+        device=device,
+        precision=precision,
+        tile=parse_tile(tile),
+        tile_overlap=tile_overlap,
+        batch=batch,
+        compile=compile,
+        self_ensemble=self_ensemble,
+        outscale=outscale,
+        threads=threads,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        offline=offline or None,
+    )
     if _is_video_job(inputs, output, video=video, frames=frames):
         from srcli.pipeline.video import VideoOptions, parse_fps
 
         _video_cmd(
             inputs,
             VideoOptions(
-                model=model,
-                scale=scale,
+                run=run,
                 output=output,
-                weights=str(weights) if weights else None,
                 name=name,
                 format=fmt,
+                skip_existing=skip_existing,
+                overwrite=overwrite,
+                fail_fast=fail_fast,
+                max_pixels=max_pixels or None,
+                io_workers=io_workers or 2,
                 codec=codec,
                 crf=crf,
                 preset=preset,
@@ -267,98 +297,84 @@ def upscale_cmd(
                 on_bad_frame=on_bad_frame,  # type: ignore[arg-type]
                 segment_seconds=segment_seconds,
                 fps=parse_fps(fps) if fps else None,
-                skip_existing=skip_existing,
-                dry_run=dry_run,
-                fail_fast=fail_fast,
-                max_pixels=max_pixels or None,
-                device=device,
-                precision=precision,
-                tile=_tile(tile),
-                tile_overlap=tile_overlap,
-                batch=batch,
-                self_ensemble=self_ensemble,
-                outscale=outscale,
-                compile=compile,
-                io_workers=io_workers or 2,
-                cache_dir=str(cache_dir) if cache_dir else None,
-                offline=offline or None,
             ),
             as_json,
+            dry_run,
         )
         return
 
-    from srcli.pipeline.images import JobOptions, default_workers, run_job
+    from srcli.pipeline.image_plan import plan_images
+    from srcli.pipeline.job import ImageOptions
 
-    if alpha not in ("resize", "model", "drop"):
-        raise UsageError(f"--alpha must be resize, model or drop, not '{alpha}'")
-    options = JobOptions(
-        model=model,
-        scale=scale,
+    options = ImageOptions(
+        run=run,
         output=output,
-        weights=str(weights) if weights else None,
         name=name,
         format=fmt,
-        quality=quality,
-        recursive=recursive,
         skip_existing=skip_existing,
-        dry_run=dry_run,
+        overwrite=overwrite,
         fail_fast=fail_fast,
+        max_pixels=max_pixels or None,
+        io_workers=io_workers or default_io_workers(),
+        recursive=recursive,
+        quality=quality,
         alpha=alpha,  # type: ignore[arg-type]
         keep_metadata=keep_metadata,
-        max_pixels=max_pixels or None,
-        device=device,
-        precision=precision,
-        tile=_tile(tile),
-        tile_overlap=tile_overlap,
-        batch=batch,
-        self_ensemble=self_ensemble,
-        outscale=outscale,
-        compile=compile,
-        io_workers=io_workers or default_workers(),
-        cache_dir=str(cache_dir) if cache_dir else None,
-        offline=offline or None,
     )
-    # A polite kill (SIGTERM) stops like Ctrl-C: writes in flight finish or are cleaned up.
-    previous = signal.getsignal(signal.SIGTERM)
+    plan = plan_images(inputs, options, create_folders=not dry_run)
+    for notice in plan.notices:
+        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+    if dry_run:
+        from srcli.pipeline.images import report_for_plan
 
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        previous = None
-    try:
-        report = _run(inputs, options, as_json, run_job)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        report = report_for_plan(plan)
+        if as_json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            _render_plan(report)
+        if report.exit_code:
+            raise typer.Exit(report.exit_code)
+        return
+    report = _run_images(plan, as_json)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif dry_run:
-        _render_plan(report)
     else:
-        _render_summary(report)
+        _render_summary(report, plan.journal_root)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 
 
-def _load_with_progress(options: Any) -> Any:
-    """Load the job's model; downloads get their own progress bars, before the batch's (Rich shows one
-    live display at a time)."""
-    from srcli.engine.devices import pick_device
-    from srcli.hub.loading import load_model
+def default_io_workers() -> int:
+    """I/O threads: enough to hide decoding and encoding, few enough to leave cores to the model."""
+    import os
 
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def _resolve_and_load(run: Any, needed: bool) -> tuple[Any, Any]:
+    """Resolve the job's ``RunOptions`` once (device, precision, threads), keep freed host memory for reuse on
+    the CPU, and load the model if ``needed``; downloads get their own progress bars, before the batch's (Rich
+    shows one live display at a time)."""
+    from srcli.engine.options import resolve_run
+
+    resolved = resolve_run(run)
+    if resolved.device.type == "cpu":
+        tune_host_memory()
+    for notice in resolved.notices:
+        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+    if not needed:
+        return resolved, None
     with download_progress() as reporter:
-        return load_model(
-            options.model,
-            options.scale,
-            weights=options.weights,
-            cache_dir=options.cache_dir,
-            offline=options.offline,
-            device=str(pick_device(options.device)),
-            reporter=reporter,
-        )
+        return resolved, resolved.load(reporter)
+
+
+def _run_images(plan: Any, as_json: bool) -> Any:
+    from srcli.pipeline.images import run_job
+
+    resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.todo))
+    progress = _progress("{task.fields[rate]}", as_json)
+    with progress:
+        return run_job(plan, events=_RichEvents(progress), resolved=resolved, loaded=loaded)
 
 
 def _progress(rate_column: str, as_json: bool) -> Any:
@@ -383,19 +399,6 @@ def _progress(rate_column: str, as_json: bool) -> Any:
         transient=True,
         disable=as_json,
     )
-
-
-def _run(inputs: list[str], options: Any, as_json: bool, run_job: Any) -> Any:
-    from srcli.pipeline.images import plan_job
-
-    if options.dry_run:
-        return run_job(inputs, options)
-    loaded = None
-    if any(p.report.status == "planned" for p in plan_job(inputs, options)):
-        loaded = _load_with_progress(options)
-    progress = _progress("{task.fields[rate]}", as_json)
-    with progress:
-        return run_job(inputs, options, events=_RichEvents(progress), loaded=loaded)
 
 
 # ---------------------------------------------------------------------------------------------------------- video

@@ -17,7 +17,6 @@ import contextlib
 import io
 import os
 import re
-import secrets
 import stat
 import struct
 import sys
@@ -31,6 +30,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from srcli.atomic import atomic_writer
 from srcli.errors import ImageReadError, ImageWriteError, UsageError
 
 # 64 Mi pixels: a 61 MP camera frame fits; a x4 result of it is already ~1 Gpx of float32 RGB (12 GiB).
@@ -61,7 +61,7 @@ _FORMAT_ALIASES = {
 }
 _EXTENSION = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "TIFF": "tif", "BMP": "bmp", "GIF": "gif"}
 _SOURCE_TO_OUTPUT = {"MPO": "JPEG"}
-_NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
+NO_ALPHA_FORMATS = frozenset({"JPEG", "BMP"})
 _16BIT_FORMATS = frozenset({"PNG", "TIFF"})
 _ORIENTATION = 0x0112
 _EXIF_PREFIX = b"Exif\x00\x00"
@@ -100,6 +100,10 @@ class DecodedImage:
         """(width, height) after orientation."""
         h, w = self.frames[0].rgb.shape[:2]
         return w, h
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
 
     @property
     def animated(self) -> bool:
@@ -141,6 +145,77 @@ class _Header:
     @property
     def animated(self) -> bool:
         return self.n_frames > 1
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What the headers of an image file say, enough to plan its output without decoding it.
+
+    ``has_alpha`` and ``bit_depth`` agree with what ``read_image`` will decode (alpha plane present,
+    16-bit samples), so the output format chosen from them at planning is the one the result needs.
+    """
+
+    path: Path
+    format: str  # Pillow format name of the content
+    width: int  # after EXIF orientation
+    height: int
+    n_frames: int  # >1 only for animations
+    has_alpha: bool
+    bit_depth: int  # 8 or 16
+
+    @property
+    def animated(self) -> bool:
+        return self.n_frames > 1
+
+
+def _header_alpha(im: Image.Image, header: _Header) -> bool:
+    """Whether decoding gives an alpha plane (see ``_pixels_from_pillow`` and the 16-bit readers)."""
+    mode, trns = im.mode, im.info.get("transparency")
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        return True
+    if header.format == "PNG" and header.png_colour_type in (4, 6):
+        return True
+    if header.format == "TIFF":
+        samples, photometric = im.tag_v2.get(277, 1), im.tag_v2.get(262, 2)
+        if isinstance(samples, int) and samples > (3 if photometric == 2 else 1):
+            return True
+    if header.animated:
+        # Animation frames are composited; a transparency index may give an alpha plane.
+        return trns is not None
+    if mode == "P":
+        return trns is not None
+    return trns is not None and not isinstance(trns, bytes)
+
+
+def _header_bit_depth(im: Image.Image, header: _Header) -> int:
+    if header.animated:
+        return 8
+    if header.format == "PNG" and header.png_bit_depth == 16:
+        return 16
+    if header.format == "TIFF" and _tiff_bits(im) == 16:
+        return 16
+    return 16 if im.mode.startswith("I;16") or im.mode == "I" else 8
+
+
+def inspect_image(
+    path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_side: int | None = None
+) -> ImageFacts:
+    """``ImageFacts`` of ``path`` from its headers, with the same checks as ``read_image`` (readable, supported,
+    within ``max_pixels``); raises ``ImageReadError("<path>: <cause>")`` otherwise."""
+    path = Path(path)
+    with _open(path) as im, _read_errors(path):
+        header = _header(path, im)
+        facts = ImageFacts(
+            path=path,
+            format=header.format,
+            width=header.width,
+            height=header.height,
+            n_frames=header.n_frames,
+            has_alpha=_header_alpha(im, header),
+            bit_depth=_header_bit_depth(im, header),
+        )
+    _check_size(path, header, max_pixels, min_side)
+    return facts
 
 
 def probe_image(
@@ -723,8 +798,11 @@ def format_of_extension(ext: str) -> str | None:
     return _FORMAT_ALIASES.get(ext.lower().lstrip("."))
 
 
-def output_format_for(decoded: DecodedImage, requested_format: str | None, alpha_kept: bool) -> OutputFormat:
-    """The format to write ``decoded``'s result in: the source's own unless ``requested_format`` names another.
+def output_format_for(
+    decoded: DecodedImage | ImageFacts, requested_format: str | None, alpha_kept: bool
+) -> OutputFormat:
+    """The format to write the result of ``decoded`` (or of a file known by its ``ImageFacts``) in: the source's
+    own unless ``requested_format`` names another.
 
     JPEG and BMP cannot store transparency: with ``alpha_kept`` the result is written as PNG instead, and ``note``
     says so (and how to keep the format). ``note`` also reports 16 bits written as 8. An animated source with a
@@ -741,10 +819,10 @@ def output_format_for(decoded: DecodedImage, requested_format: str | None, alpha
     notes = []
     if decoded.animated and fmt not in ANIMATED_FORMATS:
         raise ImageWriteError(
-            f"{decoded.path}: animated ({len(decoded.frames)} frames) and {fmt} cannot store animation; "
+            f"{decoded.path}: animated ({decoded.n_frames} frames) and {fmt} cannot store animation; "
             "choose gif, webp or png"
         )
-    if alpha_kept and fmt in _NO_ALPHA_FORMATS:
+    if alpha_kept and fmt in NO_ALPHA_FORMATS:
         notes.append(f"{fmt} cannot store transparency, so PNG is written (use --alpha drop to keep {fmt})")
         fmt = "PNG"
     elif alpha_kept and fmt == "GIF" and decoded.format != "GIF":
@@ -787,7 +865,7 @@ def encode_image(
     if len(frames) > 1 and fmt not in ANIMATED_FORMATS:
         raise ValueError(f"{fmt} cannot store {len(frames)} frames")
     has_alpha = any(f.alpha is not None for f in frames)
-    if has_alpha and fmt in _NO_ALPHA_FORMATS:
+    if has_alpha and fmt in NO_ALPHA_FORMATS:
         raise ValueError(f"{fmt} cannot store an alpha channel")
     if quality is not None and not 1 <= quality <= 100:
         raise ValueError(f"quality must be 1-100, not {quality}")
@@ -943,41 +1021,19 @@ def write_image_atomic(
     it, and it is removed on any failure. An existing ``path`` is replaced. Disk errors raise ``ImageWriteError``.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
     try:
-        # os.open with mode 0o666 lets the umask decide permissions, as for any new file (mkstemp would give 0600).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                encode_image(
-                    fh,
-                    frames,
-                    grey=grey,
-                    bit_depth=bit_depth,
-                    fmt=fmt,
-                    quality=quality,
-                    icc_profile=icc_profile,
-                    exif=exif,
-                    keep_metadata=keep_metadata,
-                    loop=loop,
-                )
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_writer(path) as fh:
+            encode_image(
+                fh,
+                frames,
+                grey=grey,
+                bit_depth=bit_depth,
+                fmt=fmt,
+                quality=quality,
+                icc_profile=icc_profile,
+                exif=exif,
+                keep_metadata=keep_metadata,
+                loop=loop,
+            )
     except OSError as exc:
         raise ImageWriteError(f"{path}: cannot write ({exc.strerror or _describe(exc)})") from None
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename durable (POSIX); folders cannot be opened this way on Windows, where it is skipped."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -17,76 +17,27 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from srcli.errors import UsageError
-from srcli.pipeline.inputs import (
-    DEFAULT_NAME,
-    INPUT_SUFFIXES,
-    InputFile,
-    check_template,
-    collect_inputs,
-    output_name,
-    stale_temp_files,
-)
+from srcli.atomic import final_name_of, stale_temp_files
+from srcli.errors import ImageWriteError
+from srcli.pipeline.image_plan import ImagePlan, PlannedImage
+from srcli.pipeline.job import AlphaMode, ImageOptions
 from srcli.pipeline.messages import error_text, one_line
 from srcli.pipeline.report import BatchReport
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from srcli.engine.options import ResolvedRun
     from srcli.engine.upscale import EngineOptions
     from srcli.hub.loading import LoadedModel
     from srcli.io.imagefile import DecodedImage, Frame
 
 log = logging.getLogger("srcli.upscale")
 
-AlphaMode = Literal["resize", "model", "drop"]
 Status = Literal["done", "skipped", "failed", "planned"]
-#: Output formats ``--format`` accepts, by the extension they get.
-FORMAT_EXTENSIONS = {
-    "png": "png",
-    "jpg": "jpg",
-    "jpeg": "jpg",
-    "webp": "webp",
-    "tif": "tif",
-    "tiff": "tif",
-    "bmp": "bmp",
-}
-
-
-@dataclass
-class JobOptions:
-    """Everything ``srcli upscale`` decides before the first file."""
-
-    model: str
-    scale: int
-    output: Path
-    weights: str | None = None
-    name: str = DEFAULT_NAME
-    format: str | None = None
-    quality: int | None = None
-    recursive: bool = False
-    skip_existing: bool = False
-    dry_run: bool = False
-    fail_fast: bool = False
-    alpha: AlphaMode = "resize"
-    keep_metadata: bool = False
-    #: Refuse inputs above this many pixels (all frames); ``None``: no limit.
-    max_pixels: int | None = 64 * 1024 * 1024
-    device: str = "auto"
-    precision: str = "auto"
-    tile: int | str = "auto"
-    tile_overlap: int | None = None
-    batch: int | None = None
-    self_ensemble: bool = False
-    outscale: float | None = None
-    #: ``torch.compile`` the model (first pass of each input shape compiles; pays on many equal tiles).
-    compile: bool = False
-    io_workers: int = 2
-    cache_dir: str | None = None
-    offline: bool | None = None
+__all__ = ["FileReport", "ImageOptions", "JobEvents", "JobReport", "report_for_plan", "run_job"]
 
 
 @dataclass
@@ -97,6 +48,10 @@ class FileReport:
     output: str | None
     status: Status
     message: str = ""
+    #: Notes from planning (a format change and why) and from decoding.
+    notes: list[str] = field(default_factory=list)
+    #: The output existed and was replaced (this job's own earlier result, or --overwrite).
+    replaced: bool = False
     width: int | None = None
     height: int | None = None
     out_width: int | None = None
@@ -148,7 +103,7 @@ class JobEvents:
     def started(self, total: int, report: JobReport) -> None:
         """The plan is made and the model loaded; ``total`` files will be looked at."""
 
-    def file_started(self, item: InputFile) -> None:
+    def file_started(self, item: PlannedImage) -> None:
         """The model starts on ``item``."""
 
     def tiles(self, done: int, total: int) -> None:
@@ -158,68 +113,29 @@ class JobEvents:
         """``report`` is final (done, skipped or failed)."""
 
 
-@dataclass
-class _Planned:
-    item: InputFile
-    output: Path
-    report: FileReport
-
-
-def _requested_extension(fmt: str | None) -> str | None:
-    if fmt is None:
-        return None
-    ext = FORMAT_EXTENSIONS.get(fmt.lower().lstrip("."))
-    if ext is None:
-        raise UsageError(f"--format '{fmt}': use one of {', '.join(sorted(set(FORMAT_EXTENSIONS.values())))}")
-    return ext
-
-
-def _source_extension(path: Path) -> str:
-    """The output extension when the format stays the source's: its own suffix (``jpeg`` stays ``jpeg``)."""
-    ext = path.suffix.lower().lstrip(".")
-    return "png" if ext == "apng" or f".{ext}" not in INPUT_SUFFIXES else ext
-
-
-def _single_output_file(arguments: list[str], output: Path) -> bool:
-    """True when ``-o`` names one output file (one input file, an image suffix on ``output``)."""
-    return (
-        len(arguments) == 1
-        and Path(arguments[0]).is_file()
-        and output.suffix.lower() in INPUT_SUFFIXES
-        and not output.is_dir()
-    )
-
-
-def plan_job(arguments: list[str], options: JobOptions) -> list[_Planned]:
-    """Pair every input with its output path and settle what needs no model: collisions, overwrites, skips."""
-    check_template(options.name)
-    requested_ext = _requested_extension(options.format)
-    items = collect_inputs(arguments, recursive=options.recursive)
-    if not items:
-        raise UsageError("no input images found in " + ", ".join(arguments))
-    single = _single_output_file(arguments, options.output)
-    scale_label = options.outscale if options.outscale is not None else options.scale
-    inputs_resolved = {item.path.resolve(): item for item in items}
-    claimed: dict[Path, Path] = {}
-    planned: list[_Planned] = []
-    for item in items:
-        if single:
-            out = options.output
-        else:
-            ext = requested_ext or _source_extension(item.path)
-            name = output_name(options.name, item.path, model=options.model, scale=scale_label, ext=ext)
-            out = options.output / item.relative_dir / name
-        report = FileReport(input=str(item.path), output=str(out), status="planned")
-        resolved = out.resolve()
-        if resolved in inputs_resolved:
-            report.status, report.message = "failed", "refused: the output would overwrite an input file"
-        elif resolved in claimed:
-            report.status, report.message = "failed", f"refused: output name collides with {claimed[resolved]}"
-        elif options.skip_existing and out.exists():
-            report.status, report.message = "skipped", "output exists (--skip-existing)"
-        claimed.setdefault(resolved, item.path)
-        planned.append(_Planned(item, out, report))
-    return planned
+def report_for_plan(plan: ImagePlan, device: str = "", precision: str = "") -> JobReport:
+    """A report with one ``FileReport`` per planned item: planned, skipped or failed (refused) as planned."""
+    run = plan.options.run
+    assert run.scale is not None
+    report = JobReport(model=run.model, scale=run.scale, outscale=run.outscale, device=device, precision=precision)
+    status = {"upscale": "planned", "skip": "skipped", "refuse": "failed"}
+    for item in plan.items:
+        report.files.append(
+            FileReport(
+                input=str(item.input),
+                output=str(item.output),
+                status=status[item.action],  # type: ignore[arg-type]
+                message=item.reason,
+                notes=list(item.notes),
+                replaced=item.replaces,
+                width=item.width,
+                height=item.height,
+                frames=item.frames,
+                out_width=item.out_width if item.action == "upscale" else None,
+                out_height=item.out_height if item.action == "upscale" else None,
+            )
+        )
+    return report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,42 +219,44 @@ def _process_frame(
     )
 
 
-def _read(planned: _Planned, max_pixels: int | None) -> DecodedImage:
+def read_item(item: PlannedImage, max_pixels: int | None) -> DecodedImage:
+    """Decode ``item``'s input (the same checks as at planning)."""
     from srcli.io.imagefile import read_image
 
-    return read_image(planned.item.path, max_pixels=max_pixels)
+    return read_image(item.input, max_pixels=max_pixels)
 
 
-def _write(planned: _Planned, decoded: DecodedImage, frames: list[Frame], options: JobOptions) -> Path:
-    """Encode ``frames`` atomically under the planned name (its extension adjusted if the format must change)."""
-    from srcli.io.imagefile import format_of_extension, output_format_for, write_image_atomic
+def write_item(item: PlannedImage, decoded: DecodedImage, frames: list[Frame], options: ImageOptions) -> None:
+    """Encode ``frames`` atomically as ``item.output`` in ``item.format``, both fixed by the plan."""
+    from srcli.io.imagefile import NO_ALPHA_FORMATS, write_image_atomic
 
-    alpha_kept = options.alpha != "drop" and decoded.has_alpha
-    planned_fmt = format_of_extension(planned.output.suffix)
-    requested = options.format or (planned.output.suffix.lstrip(".") if planned_fmt else None)
-    fmt, ext, note = output_format_for(decoded, requested, alpha_kept)
-    out = planned.output
-    if planned_fmt != fmt:
-        # The format had to change (e.g. JPEG cannot keep the alpha channel): the suffix follows.
-        out = out.with_name(out.name + "." + ext) if not out.suffix else out.with_suffix("." + ext)
-    if note:
-        planned.report.message = note
-    if out.resolve() == planned.item.path.resolve():
-        raise UsageError("refused: the output would overwrite the input file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    assert item.format is not None
+    if options.alpha != "drop" and decoded.has_alpha and item.format in NO_ALPHA_FORMATS:
+        # The plan read the headers; a decoder that finds alpha they did not announce must not lose it.
+        raise ImageWriteError(f"{item.input}: has transparency its header did not show; {item.format} cannot keep it")
+    item.output.parent.mkdir(parents=True, exist_ok=True)
     write_image_atomic(
-        out,
+        item.output,
         frames,
         grey=decoded.grey,
         bit_depth=decoded.bit_depth,
-        fmt=fmt,
+        fmt=item.format,
         quality=options.quality,
         icc_profile=decoded.icc_profile,
         exif=decoded.exif,
         keep_metadata=options.keep_metadata,
         loop=decoded.loop,
     )
-    return out
+
+
+def remove_stale_temp_files(items: tuple[PlannedImage, ...]) -> None:
+    """Remove the temporary files an interrupted run left for the outputs about to be written."""
+    ours = {(i.output.parent, i.output.name) for i in items}
+    for folder in {parent for parent, _ in ours}:
+        for stale in stale_temp_files(folder):
+            if (folder, final_name_of(stale)) in ours:
+                log.info("removing %s, left by an interrupted run", stale)
+                stale.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,145 +264,158 @@ def _write(planned: _Planned, decoded: DecodedImage, frames: list[Frame], option
 
 
 def run_job(
-    arguments: list[str],
-    options: JobOptions,
+    plan: ImagePlan,
     *,
     events: JobEvents | None = None,
+    resolved: ResolvedRun | None = None,
     loaded: LoadedModel | None = None,
     reporter: Any = None,
 ) -> JobReport:
-    """Run ``srcli upscale`` over ``arguments`` (files, folders, globs); returns the report.
+    """Run the image job ``plan`` (from ``plan_images``) in this process; returns the report.
 
-    Bad inputs fail one by one (``fail_fast`` stops at the first); a ``KeyboardInterrupt`` stops the
-    batch after the writes in flight have finished or been cleaned up, and the report says so.
+    ``resolved`` is the plan's ``RunOptions`` bound to a device (resolved here when not given); ``loaded``
+    a model already loaded for it. Nothing is re-planned: items are upscaled, skipped or refused as the
+    plan says and written exactly where it says. Bad inputs fail one by one (``fail_fast`` stops at the
+    first); a ``KeyboardInterrupt`` stops the batch after the writes in flight have finished or been
+    cleaned up, and the report says so.
     """
-    events = events or JobEvents()
-    planned = plan_job(arguments, options)
-    report = JobReport(
-        model=options.model, scale=options.scale, outscale=options.outscale, device="", precision=options.precision
-    )
-    report.files = [p.report for p in planned]
-    if options.dry_run:
-        return report
-
+    from srcli.engine.options import resolve_run
     from srcli.engine.upscale import with_tile
     from srcli.pipeline.model_setup import set_up_model
 
-    todo = [p for p in planned if p.report.status == "planned"]
-    device, loaded, engine = set_up_model(options, report, needed=bool(todo), loaded=loaded, reporter=reporter)
-    # Temporary files an interrupted run left for the outputs this run is about to write.
-    ours = {(p.output.parent, p.output.name) for p in todo}
-    for folder in {parent for parent, _ in ours}:
-        for stale in stale_temp_files(folder):
-            if (folder, stale.name[1:].rsplit(".", 2)[0]) in ours:
-                log.info("removing %s, left by an interrupted run", stale)
-                stale.unlink(missing_ok=True)
+    events = events or JobEvents()
+    options = plan.options
+    report = report_for_plan(plan)
+    reports = {item.input: rep for item, rep in zip(plan.items, report.files, strict=True)}
+    todo = plan.todo
+    if options.fail_fast and any(item.action == "refuse" for item in plan.items):
+        todo = ()  # --fail-fast: a file refused at planning stops the job before any work
+    resolved = resolved or resolve_run(options.run)
+    loaded, engine = set_up_model(resolved, report, needed=bool(todo), loaded=loaded, reporter=reporter)
+    remove_stale_temp_files(todo)
+    journal = plan.journal()
 
     started = time.perf_counter()
-    events.started(len(planned), report)
-    for p in planned:
-        if p.report.status != "planned":
-            if p.report.status == "failed":
-                log.error("%s", one_line(p.report.input, p.report.message))
-            events.file_finished(p.report)
+    events.started(len(plan.items), report)
+    for rep in report.files:
+        if rep.status != "planned":
+            if rep.status == "failed":
+                log.error("%s", one_line(rep.input, rep.message))
+            events.file_finished(rep)
     stop = threading.Event()
     readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="srcli-read")
     writers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="srcli-write")
-    pending_writes: deque[tuple[_Planned, Future[Path], float]] = deque()
+    pending_writes: deque[tuple[PlannedImage, Future[None], float]] = deque()
 
-    def finish_write(p: _Planned, future: Future[Path], t0: float) -> None:
+    def finish_write(item: PlannedImage, future: Future[None], t0: float) -> None:
+        rep = reports[item.input]
         try:
-            out = future.result()
-            p.report.output, p.report.status = str(out), "done"
+            future.result()
+            journal.record(item.output, item.input, plan.fingerprint)
+            rep.status = "done"
         except Exception as exc:
-            p.report.status, p.report.message = "failed", error_text(exc)
-            log.error("%s", one_line(p.report.input, "cannot write output: " + p.report.message))
+            rep.status, rep.message = "failed", error_text(exc)
+            log.error("%s", one_line(rep.input, "cannot write output: " + rep.message))
             if options.fail_fast:
                 stop.set()
-        p.report.seconds = time.perf_counter() - t0
-        events.file_finished(p.report)
+        rep.seconds = time.perf_counter() - t0
+        events.file_finished(rep)
 
     def drain(limit: int) -> None:
         while len(pending_writes) > limit:
             finish_write(*pending_writes.popleft())
 
-    def reads() -> Iterator[tuple[_Planned, Future[DecodedImage]]]:
-        ahead: deque[tuple[_Planned, Future[DecodedImage]]] = deque()
+    def reads() -> Iterator[tuple[PlannedImage, Future[DecodedImage]]]:
+        ahead: deque[tuple[PlannedImage, Future[DecodedImage]]] = deque()
         queue = iter(todo)
-        for p in queue:
-            ahead.append((p, readers.submit(_read, p, options.max_pixels)))
+        for item in queue:
+            ahead.append((item, readers.submit(read_item, item, options.max_pixels)))
             if len(ahead) > options.io_workers:
                 break
         while ahead:
             yield ahead.popleft()
             nxt = next(queue, None)
             if nxt is not None:
-                ahead.append((nxt, readers.submit(_read, nxt, options.max_pixels)))
+                ahead.append((nxt, readers.submit(read_item, nxt, options.max_pixels)))
 
     try:
-        for p, future in reads():
+        for item, future in reads():
             if stop.is_set():
                 break
+            rep = reports[item.input]
             t0 = time.perf_counter()
             try:
                 decoded = future.result()
-                width, height = decoded.size
-                p.report.width, p.report.height, p.report.frames = width, height, len(decoded.frames)
-                events.file_started(p.item)
-                frames: list[Frame] = []
-                for frame in decoded.frames:
-                    fr = _process_frame(
-                        loaded,
-                        frame,
-                        grey=decoded.grey,
-                        alpha_mode=options.alpha,
-                        engine=engine,
-                        device=device,
-                        tiles=events.tiles,
-                    )
-                    frames.append(fr.frame)
-                    p.report.model_seconds += fr.seconds
-                    p.report.tiles += fr.tiles
-                    p.report.refined_tiles += fr.refined
-                    p.report.oom_retries += fr.oom_retries
-                    p.report.tile = fr.tile
-                    if fr.oom_retries:
-                        # Later images start from the tile that worked.
-                        engine = with_tile(engine, fr.tile)
-                p.report.out_height, p.report.out_width = frames[0].rgb.shape[:2]
+                rep.notes.extend(n for n in decoded.notes if n not in rep.notes)
+                events.file_started(item)
+                assert loaded is not None
+                frames = upscale_frames(loaded, decoded, options.alpha, engine, resolved.device, rep, events.tiles)
+                if rep.oom_retries:
+                    # Later images start from the tile that worked.
+                    engine = with_tile(engine, rep.tile)
             except KeyboardInterrupt:
                 raise
             except Exception as exc:
-                p.report.status, p.report.message = "failed", error_text(exc)
-                p.report.seconds = time.perf_counter() - t0
-                log.error("%s", one_line(p.report.input, p.report.message))
-                events.file_finished(p.report)
+                rep.status, rep.message = "failed", error_text(exc)
+                rep.seconds = time.perf_counter() - t0
+                log.error("%s", one_line(rep.input, rep.message))
+                events.file_finished(rep)
                 if options.fail_fast:
                     break
                 continue
-            pending_writes.append((p, writers.submit(_write, p, decoded, frames, options), t0))
+            pending_writes.append((item, writers.submit(write_item, item, decoded, frames, options), t0))
             drain(options.io_workers)
         drain(0)
-    except KeyboardInterrupt:
-        report.interrupted = True
+    except KeyboardInterrupt as exc:
+        report.interrupt(exc)
         stop.set()
         # Let writes already running finish (or clean up their temporary file); drop the queued ones.
         readers.shutdown(wait=True, cancel_futures=True)
-        for p, future, t0 in pending_writes:
+        for item, future, t0 in pending_writes:
             if future.cancel():
-                p.report.status, p.report.message = "failed", "interrupted before writing"
+                rep = reports[item.input]
+                rep.status, rep.message = "failed", "interrupted before writing"
             else:
-                finish_write(p, future, t0)
+                finish_write(item, future, t0)
         pending_writes.clear()
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
-    for p in planned:
-        if p.report.status == "planned":
-            p.report.status = "skipped"
-            p.report.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
+    for rep in report.files:
+        if rep.status == "planned":
+            rep.status = "skipped"
+            rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
     report.seconds = time.perf_counter() - started
     return report
+
+
+def upscale_frames(
+    loaded: LoadedModel,
+    decoded: DecodedImage,
+    alpha: AlphaMode,
+    engine: EngineOptions,
+    device: Any,
+    rep: FileReport,
+    tiles: Callable[[int, int], None] | None = None,
+) -> list[Frame]:
+    """Super-resolve every frame of ``decoded``; the model's time, tiles and retries go into ``rep``."""
+    from srcli.engine.upscale import with_tile
+
+    frames: list[Frame] = []
+    for frame in decoded.frames:
+        fr = _process_frame(
+            loaded, frame, grey=decoded.grey, alpha_mode=alpha, engine=engine, device=device, tiles=tiles
+        )
+        frames.append(fr.frame)
+        rep.model_seconds += fr.seconds
+        rep.tiles += fr.tiles
+        rep.refined_tiles += fr.refined
+        rep.oom_retries += fr.oom_retries
+        rep.tile = fr.tile
+        if fr.oom_retries:
+            engine = with_tile(engine, fr.tile)
+    rep.out_height, rep.out_width = frames[0].rgb.shape[:2]
+    return frames
 
 
 def default_workers() -> int:

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import glob
 import os
-import re
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from srcli.atomic import is_temp_file
 from srcli.errors import UsageError
 from srcli.io.images import IMAGE_SUFFIXES
+from srcli.pipeline.job import DEFAULT_NAME
 
 #: Extra suffixes read as (possibly animated) images.
 ANIMATED_SUFFIXES = frozenset({".gif", ".apng"})
 INPUT_SUFFIXES = IMAGE_SUFFIXES | ANIMATED_SUFFIXES
-#: Temporary files written before the rename (``.<name>.<8 hex digits>.partial``); walks skip them.
-TEMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{8}\.partial$")
-DEFAULT_NAME = "{stem}.{ext}"
+__all__ = ["DEFAULT_NAME", "INPUT_SUFFIXES", "InputFile", "check_template", "collect_inputs", "output_name"]
 TEMPLATE_FIELDS = frozenset({"stem", "name", "ext", "model", "scale", "parent"})
 
 
@@ -35,15 +35,18 @@ class InputFile:
     relative_dir: str
 
 
-def _is_temp(path: Path) -> bool:
-    return bool(TEMP_PATTERN.match(path.name))
+def _is_inside(path: Path, folders: frozenset[Path]) -> bool:
+    return any(path == f or f in path.parents for f in folders)
 
 
-def _folder_images(folder: Path, recursive: bool) -> list[InputFile]:
+def _folder_images(folder: Path, recursive: bool, exclude: frozenset[Path]) -> list[InputFile]:
     found: list[InputFile] = []
     if recursive:
         for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            # Hidden folders (work folders, caches) and the job's own output tree are never inputs.
+            dirs[:] = sorted(
+                d for d in dirs if not d.startswith(".") and not _is_inside((Path(root) / d).resolve(), exclude)
+            )
             rel = os.path.relpath(root, folder)
             for name in sorted(files):
                 path = Path(root) / name
@@ -56,28 +59,34 @@ def _folder_images(folder: Path, recursive: bool) -> list[InputFile]:
     return found
 
 
-def collect_inputs(arguments: list[str], *, recursive: bool = False) -> list[InputFile]:
+def collect_inputs(
+    arguments: list[str], *, recursive: bool = False, exclude: Iterable[Path] = ()
+) -> list[InputFile]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of inputs.
 
-    Raises ``UsageError`` for an argument that names nothing (a missing path or a pattern that
-    matches nothing), so a typo does not pass for an empty batch.
+    Folders under ``exclude`` (the job's output folder, when it lies inside an input tree) are not walked,
+    so outputs are never taken as inputs. Raises ``UsageError`` for an argument that names nothing (a
+    missing path or a pattern that matches nothing), so a typo does not pass for an empty batch.
     """
+    excluded = frozenset(p.resolve() for p in exclude)
     seen: set[Path] = set()
     result: list[InputFile] = []
 
-    def add(item: InputFile) -> None:
+    def add(item: InputFile, *, found: bool = True) -> None:
+        # A file named on the command line is taken as asked; files found by a walk or a pattern are
+        # not taken from the excluded output tree.
         key = item.path.resolve()
-        if key not in seen and not _is_temp(item.path):
+        if key not in seen and not is_temp_file(item.path) and not (found and _is_inside(key, excluded)):
             seen.add(key)
             result.append(item)
 
     for argument in arguments:
         path = Path(argument).expanduser()
         if path.is_dir():
-            for item in _folder_images(path, recursive):
+            for item in _folder_images(path, recursive, excluded):
                 add(item)
         elif path.is_file():
-            add(InputFile(path, ""))
+            add(InputFile(path, ""), found=False)
         elif glob.has_magic(argument):
             matches = sorted(glob.glob(os.path.expanduser(argument), recursive=True))
             files = [Path(m) for m in matches if Path(m).is_file() and Path(m).suffix.lower() in INPUT_SUFFIXES]
@@ -112,10 +121,3 @@ def output_name(template: str, source: Path, *, model: str, scale: float, ext: s
     return template.format(
         stem=source.stem, name=source.name, ext=ext, model=model, scale=scale_text, parent=source.parent.name
     )
-
-
-def stale_temp_files(folder: Path) -> list[Path]:
-    """Temporary files an interrupted run left directly in ``folder``."""
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and _is_temp(p))

@@ -18,8 +18,15 @@ class BatchReport:
     files: list[Any] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    #: Exit code of an interruption: 130 for Ctrl-C, 143 for SIGTERM (the exception's ``exit_code``).
+    interrupt_code: int = 130
     #: Whether the model ran under ``torch.compile``.
     compiled: bool = False
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Record that ``exc`` (a ``KeyboardInterrupt``, or srcli's ``Terminated``) stopped the batch."""
+        self.interrupted = True
+        self.interrupt_code = int(getattr(exc, "exit_code", 130))
 
     def count(self, status: str) -> int:
         """Number of files with ``status`` (done, skipped, failed, planned)."""
@@ -27,9 +34,9 @@ class BatchReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when nothing failed, 1 otherwise, 130 after an interruption."""
+        """0 when nothing failed, 1 otherwise, 130 (Ctrl-C) or 143 (SIGTERM) after an interruption."""
         if self.interrupted:
-            return 130
+            return self.interrupt_code
         return 1 if self.count("failed") else 0
 
     def summary(self) -> dict[str, Any]:
