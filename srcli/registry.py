@@ -17,6 +17,9 @@ from srcli.errors import NotImplementedModelError, UnknownModelError, Unsupporte
 ValueRange = tuple[float, float]
 Precision = Literal["fp32", "bf16", "fp16"]
 
+#: The model ``srcli upscale`` and ``srcli.upscale`` use when none is named: it ships inside the package.
+DEFAULT_MODEL = "survey-net"
+
 RANGE_01: ValueRange = (0.0, 1.0)
 RANGE_PM1: ValueRange = (-1.0, 1.0)
 RANGE_255: ValueRange = (0.0, 255.0)
@@ -125,14 +128,19 @@ class ModelSpec:
             have = ", ".join(f"x{s}" for s in self.scales)
             raise UnsupportedScaleError(f"model '{self.name}' has no x{scale} variant (it has {have})")
 
-    def build(self, scale: int) -> Any:
-        """Instantiate the architecture for ``scale`` (imports torch). Returns an ``nn.Module``."""
+    def check_buildable(self, scale: int) -> None:
+        """Raise unless the architecture exists at ``scale`` and is implemented (no torch import)."""
         self.check_scale(scale)
         if self.arch is None:
             raise NotImplementedModelError(
                 f"model '{self.name}' is registered but its architecture is not implemented yet"
                 + (f" ({self.unavailable})" if self.unavailable else "")
             )
+
+    def build(self, scale: int) -> Any:
+        """Instantiate the architecture for ``scale`` (imports torch). Returns an ``nn.Module``."""
+        self.check_buildable(scale)
+        assert self.arch is not None
         module_name, _, class_name = self.arch.partition(":")
         cls = getattr(importlib.import_module(module_name), class_name)
         return cls(**{**self.arch_kwargs, self.scale_kwarg: scale})
@@ -185,7 +193,8 @@ _RGT_COMMON: dict[str, Any] = dict(
     min_size=1,
     safe_precisions=("bf16", "fp16"),
     licence="Apache-2.0",
-    notes="x2/x3 weights live only in the authors' Google Drive folder (see 'srcli models info')."
+    notes="Upstream publishes no hash for x2/x3: srcli records it on first download and verifies it after"
+    " (RGT-S x2/x3 exist only inside the authors' Google Drive folder, where srcli finds them by name)."
     " Inputs upstream rejects (a side under 16 px, or too elongated for RG-SA's recursion, e.g. 20x1100)"
     " are mirror-padded inside the model and cropped. Outputs depend on the input size (RG-SA pools the"
     " whole image), so tiles give slightly different results than the whole image.",
