@@ -223,9 +223,13 @@ def run_pipeline(entry: Entry, device: Any, precision: str, loaded: Any) -> dict
     import numpy as np
     import torch
 
+    from srcli.cli.upscale import default_io_workers
+    from srcli.engine.options import RunOptions
     from srcli.engine.upscale import EngineOptions, upscale_tensor
     from srcli.io.imagefile import read_image
-    from srcli.pipeline.images import JobOptions, default_workers, run_job
+    from srcli.pipeline.image_plan import plan_images
+    from srcli.pipeline.images import run_job
+    from srcli.pipeline.job import ImageOptions
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
@@ -239,16 +243,13 @@ def run_pipeline(entry: Entry, device: Any, precision: str, loaded: Any) -> dict
         engine = EngineOptions(precision=precision)  # type: ignore[arg-type]
         upscale_tensor(loaded, tensor(decoded[0]), engine)  # warm-up: allocations, autotuning
         model_only = sum(upscale_tensor(loaded, tensor(d), engine).seconds for d in decoded)
-        options = JobOptions(
-            model=entry.model,
-            scale=loaded.scale,
+        options = ImageOptions(
+            run=RunOptions(model=entry.model, scale=loaded.scale, device=str(device), precision=precision),
             output=Path(tmp) / "out",
-            device=str(device),
-            precision=precision,
-            io_workers=default_workers(),
+            io_workers=default_io_workers(),
         )
         t0 = time.perf_counter()
-        report = run_job([str(folder)], options, loaded=loaded)
+        report = run_job(plan_images([str(folder)], options), loaded=loaded)
         wall = time.perf_counter() - t0
         if report.count("done") != len(decoded):
             raise RuntimeError(f"pipeline job failed: {report.to_dict()}")

@@ -28,10 +28,13 @@ import torch
 
 from srcli.engine.devices import pick_device, resolve_precision
 from srcli.engine.inference import optimise_for_inference
+from srcli.engine.options import RunOptions
 from srcli.engine.upscale import EngineOptions, upscale_tensor
 from srcli.hub.loading import load_model
 from srcli.io.imagefile import read_image
-from srcli.pipeline.images import JobOptions, run_job
+from srcli.pipeline.image_plan import plan_images
+from srcli.pipeline.images import run_job
+from srcli.pipeline.job import ImageOptions
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -52,7 +55,6 @@ def main() -> None:
     # As the CLI does (srcli.engine.host_memory); SRCLI_MALLOC_TUNING=0 measures glibc's default instead.
     from srcli.cli.common import tune_host_memory
 
-    malloc_tuned = tune_host_memory(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -61,6 +63,7 @@ def main() -> None:
     if len(sources) < args.count:
         raise SystemExit(f"only {len(sources)} images under {args.data}")
     device = pick_device(args.device)
+    malloc_tuned = tune_host_memory() if device.type == "cpu" else False
     weights = args.weights
     if weights is None and args.model in ("imdn", "rlfn", "rlfn-s"):
         local = {"imdn": f"IMDN_x{args.scale}.pth", "rlfn": f"rlfn_x{args.scale}.pth"}.get(args.model)
@@ -94,17 +97,15 @@ def main() -> None:
         # Model-only before and after the job, so a drift in machine load shows instead of biasing the ratio.
         model_only_before = model_only_pass()
 
-        options = JobOptions(
-            model=args.model,
-            scale=args.scale,
+        options = ImageOptions(
+            run=RunOptions(
+                model=args.model, scale=args.scale, weights=weights, device=str(device), precision=precision
+            ),
             output=Path(tmp) / "out",
-            weights=weights,
-            device=str(device),
-            precision=precision,
             io_workers=args.io_workers,
         )
         t0 = time.perf_counter()
-        report = run_job([str(folder)], options, loaded=loaded)
+        report = run_job(plan_images([str(folder)], options), loaded=loaded)
         wall = time.perf_counter() - t0
         if report.count("done") != len(decoded):
             raise SystemExit(f"job failed: {report.to_dict()}")
