@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from srcli.cli.upscale import DEFAULT_MODEL, DEFAULT_SCALE
+from srcli.engine.options import default_scale
 from srcli.eval.runner import evaluate
 from srcli.hub.cache import EMBEDDED_DIR, entry_path, sha256_file
 from srcli.hub.loading import load_model
 from srcli.hub.manifest import get_entry
-from srcli.registry import get_model
+from srcli.registry import DEFAULT_MODEL, get_model
+
+DEFAULT_SCALE = default_scale(get_model(DEFAULT_MODEL))
 
 #: Our eval's bicubic on Set5 (the literature's values, reproduced by tests/test_eval_reproduces_papers.py).
 BICUBIC_SET5 = {2: 33.66, 3: 30.39, 4: 28.42}

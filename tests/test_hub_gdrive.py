@@ -1,4 +1,5 @@
-"""Files published only inside a public Google Drive folder (RGT x2/x3), and files placed in the cache by hand.
+"""Files published only inside a public Google Drive folder (RGT-S x2/x3), files on Drive by id (RGT x2/x3),
+and files placed in the cache by hand.
 
 A local server stands in for Drive end to end (``$SRCLI_GDRIVE_BASE``): the folder pages, the
 "can't scan for viruses" confirmation form and the bytes. A real checkpoint from ../shared is
@@ -44,6 +45,9 @@ ID_OLD = "1RgTs2OLDAAAAAAAAAAAAAAAAAAAAAAAA"
 ID_MODELS = "1FoLdErMoDeLsAAAAAAAAAAAAAAAAAAAA"
 ID_RGTS = "1FoLdErRgTsAAAAAAAAAAAAAAAAAAAAAA"
 ID_ARCHIVE = "1FoLdErArChIvEAAAAAAAAAAAAAAAAAAA"
+# The authors' real RGT x2 / x3 file ids (../shared/weights/MANIFEST.toml).
+RGT_X2_ID = "1uSgjg5ipivuEz6AlS6jhEH3oF6tuudUb"
+RGT_X3_ID = "1F_mr-bjYtP5FQLEEo_MOthj9Bk6kQLgu"
 
 
 @pytest.fixture
@@ -63,8 +67,8 @@ def drive(file_server, cache, monkeypatch):
 
 def _flat_folder(server, body: bytes, **kwargs) -> DriveFolder:
     server.add_gdrive(ID_X2, body)
-    children = [("1ReadMeAAAAAAAAAAAAAAAAAAAAAAAAAA", "README.md", False), (ID_X2, "RGT_x2.pth", False)]
-    children.append((ID_X4, "RGT_x4.pth", False))
+    children = [("1ReadMeAAAAAAAAAAAAAAAAAAAAAAAAAA", "README.md", False), (ID_X2, "RGT_S_x2.pth", False)]
+    children.append((ID_X4, "RGT_S_x4.pth", False))
     return server.add_gdrive_folder(ROOT, children, name="RGT", **kwargs)
 
 
@@ -91,8 +95,8 @@ def _nested_folders(server, body: bytes, decoy: bytes) -> None:
 def test_file_is_found_by_name_downloaded_and_its_hash_recorded(drive, cache, bodies, page, embedded, pages_read):
     body, _ = bodies
     folder = _flat_folder(drive, body, page=page, embedded=embedded)
-    path = fetch(get_entry("rgt.x2"), cache)
-    assert path == entry_path(get_entry("rgt.x2"), cache)
+    path = fetch(get_entry("rgt-s.x2"), cache)
+    assert path == entry_path(get_entry("rgt-s.x2"), cache)
     assert path.read_bytes() == body
     assert folder.requests == pages_read
     # The bytes came through the confirmation form, for the file id the listing gave.
@@ -128,17 +132,17 @@ def test_a_subfolder_path_is_followed_exactly(drive, cache, bodies):
 def test_missing_name_lists_what_the_folder_has_and_the_manual_route(drive, cache, bodies):
     body, _ = bodies
     _flat_folder(drive, body)
-    drive.add_gdrive_folder(ROOT, drive.gdrive_folders[ROOT].children + [(ID_RGTS, "RGT-S", True)])
+    drive.add_gdrive_folder(ROOT, drive.gdrive_folders[ROOT].children + [(ID_RGTS, "old", True)])
     drive.add_gdrive_folder(ID_RGTS, [(ID_S4, "RGT_S_x4.pth", False)])
-    entry = get_entry("rgt.x3")
+    entry = get_entry("rgt-s.x3")
     with pytest.raises(DownloadError) as info:
         fetch(entry, cache)
     message = str(info.value)
     assert len(message.splitlines()) == 1
-    assert f"no file 'RGT_x3.pth' in the Google Drive folder {FOLDER_URL}" in message
-    assert "README.md, RGT_x2.pth, RGT_x4.pth, RGT-S/RGT_S_x4.pth" in message
-    assert "did you mean" not in message  # RGT_x2.pth is another file, not a misspelling
-    assert "By hand:" in message and "--weights FILE" in message and "'srcli models path rgt -s 3'" in message
+    assert f"no file 'RGT_S_x3.pth' in the Google Drive folder {FOLDER_URL}" in message
+    assert "README.md, RGT_S_x2.pth, RGT_S_x4.pth, old/RGT_S_x4.pth" in message
+    assert "did you mean" not in message  # RGT_S_x2.pth is another file, not a misspelling
+    assert "by hand:" in message and "--weights FILE" in message and "'srcli models path rgt-s -s 3'" in message
     final = entry_path(entry, cache)
     assert not final.exists() and not final.with_name(final.name + ".partial").exists()
 
@@ -147,22 +151,22 @@ def test_unreadable_folder_page_names_the_folder_and_the_manual_route(drive, cac
     body, _ = bodies
     folder = _flat_folder(drive, body, page="broken", embedded=False)
     with pytest.raises(DownloadError) as info:
-        fetch(get_entry("rgt.x2"), cache)
+        fetch(get_entry("rgt-s.x2"), cache)
     message = str(info.value)
     assert f"cannot read the listing of the Google Drive folder {FOLDER_URL}" in message
-    assert "download RGT_x2.pth from the Google Drive folder" in message and "--weights FILE" in message
+    assert "download RGT_S_x2.pth from the Google Drive folder" in message and "--weights FILE" in message
     assert folder.requests == 2 and drive.gdrive_pages == 0  # the page, then the embedded view (404)
 
 
 def test_folder_that_is_not_public_is_a_clear_error(drive, cache):
     with pytest.raises(DownloadError, match=r"does not exist or is not shared publicly \(HTTP 404\)"):
-        fetch(get_entry("rgt.x2"), cache)
+        fetch(get_entry("rgt-s.x2"), cache)
 
 
 def test_recorded_hash_rejects_different_bytes_later(drive, cache, bodies):
     body, other = bodies
     _flat_folder(drive, body)
-    entry = get_entry("rgt.x2")
+    entry = get_entry("rgt-s.x2")
     path = fetch(entry, cache)
     assert read_recorded_hash(path) == hashlib.sha256(body).hexdigest()
 
@@ -184,22 +188,39 @@ def test_recorded_hash_rejects_different_bytes_later(drive, cache, bodies):
 def test_offline_gives_the_manual_route_without_contacting_drive(drive, cache, bodies):
     body, _ = bodies
     folder = _flat_folder(drive, body)
-    entry = get_entry("rgt.x2")
+    entry = get_entry("rgt-s.x2")
     with pytest.raises(OfflineError) as info:
         fetch(entry, cache, offline=True)
     message = str(info.value)
-    assert f"put RGT_x2.pth at {entry_path(entry, cache)}" in message
-    assert FOLDER_URL in message and "--weights FILE" in message and "'srcli models path rgt -s 2'" in message
+    assert f"put RGT_S_x2.pth at {entry_path(entry, cache)}" in message
+    assert FOLDER_URL in message and "--weights FILE" in message and "'srcli models path rgt-s -s 2'" in message
     assert folder.requests == 0 and drive.gdrive_pages == 0
 
 
 def test_a_mirror_is_tried_before_the_drive_folder(drive, cache, bodies, monkeypatch):
     body, _ = bodies
     folder = _flat_folder(drive, body)
-    drive.add("/m/weights/rgt.x2/RGT_x2.pth", body)
+    drive.add("/m/weights/rgt-s.x2/RGT_S_x2.pth", body)
     monkeypatch.setenv("SRCLI_MIRRORS", drive.url("/m"))
-    assert fetch(get_entry("rgt.x2"), cache).read_bytes() == body
+    assert fetch(get_entry("rgt-s.x2"), cache).read_bytes() == body
     assert folder.requests == 0
+
+
+@pytest.mark.parametrize(("key", "file_id"), [("rgt.x2", RGT_X2_ID), ("rgt.x3", RGT_X3_ID)])
+def test_rgt_x2_x3_download_by_file_id_and_record_their_hash(drive, cache, bodies, key, file_id):
+    body, other = bodies
+    folder = _flat_folder(drive, other)  # the folder page must not be needed
+    drive.add_gdrive(file_id, body)
+    path = fetch(get_entry(key), cache)
+    assert path.read_bytes() == body
+    assert folder.requests == 0 and drive.gdrive_pages == 1  # the file link, then its confirmation form
+    assert f"id={file_id}" in drive.routes["/gdrive-download"].requests[0]["query"]
+    assert read_recorded_hash(path) == hashlib.sha256(body).hexdigest()
+    # Recorded on first download: different bytes later are refused.
+    path.unlink()
+    drive.gdrive_files[file_id] = other
+    with pytest.raises(HashMismatchError, match="differs from the one recorded at first download"):
+        fetch(get_entry(key), cache)
 
 
 def test_drive_base_override_applies_to_file_links(monkeypatch):
@@ -327,9 +348,14 @@ def test_manifest_reads_and_checks_drive_fields():
         parse_manifest('[m.x2]\nfile = "a.pth"\ndrive_path = "a.pth"\n')
     with pytest.raises(WeightsError, match=r"\[m.x2\]: not a Google Drive folder link"):
         parse_manifest('[m.x2]\nfile = "a.pth"\ndrive_folder = "https://example.org/x"\n')
-    for key in ("rgt.x2", "rgt.x3", "rgt-s.x2", "rgt-s.x3"):
+    for key in ("rgt-s.x2", "rgt-s.x3"):
         pinned = get_entry(key)
         assert pinned.drive_folder == FOLDER_URL and pinned.drive_path == pinned.file and pinned.sha256 is None
+    # RGT x2 / x3 are pinned by their Drive file ids (as x4 is); the folder page is not their route.
+    for key, file_id in (("rgt.x2", RGT_X2_ID), ("rgt.x3", RGT_X3_ID)):
+        pinned = get_entry(key)
+        assert pinned.urls == (f"https://drive.google.com/file/d/{file_id}/view?usp=drive_link",)
+        assert pinned.drive_folder == "" and pinned.sha256 is None and pinned.size is None
 
 
 # ---- a file placed in the cache by hand -----------------------------------------------------
@@ -373,7 +399,7 @@ def test_wrong_file_placed_by_hand_is_refused(unpinned, cache, shared_dir, name,
 def test_unreadable_or_unsafe_file_placed_by_hand_is_refused(unpinned, cache, tmp_path):
     entry = unpinned("imdn.x2")
     path = _place(cache, entry, b"not a checkpoint")
-    with pytest.raises(WeightsError, match=re.escape(f"{path}: cannot be read") + ".* weights_only=True"):
+    with pytest.raises(WeightsError, match=re.escape(f"{path}: not a PyTorch (.pth/.pt) or safetensors checkpoint")):
         load_model("imdn", 2, offline=True)
 
     class Evil:
@@ -414,7 +440,7 @@ def test_placed_file_of_an_unbuildable_model_is_used_but_not_recorded(cache, sha
     assert read_recorded_hash(path) is None
     # Readability is still required.
     path.write_bytes(b"junk")
-    with pytest.raises(WeightsError, match="cannot be read"):
+    with pytest.raises(WeightsError, match="not a PyTorch"):
         fetch(entry, cache, offline=True, check_placed=lambda p: check_placed_file(spec, 2, p))
 
 

@@ -91,17 +91,58 @@ def test_pickled_objects_are_never_unpickled(tmp_path):
 
     path = tmp_path / "evil.pth"
     torch.save({"params": Evil()}, path)
-    with pytest.raises(WeightsError, match="weights_only=True"):
+    with pytest.raises(WeightsError, match="weights_only=True") as info:
         read_checkpoint(path)
+    # The unpickler's own reason, not PyTorch's advice to turn the safety off.
+    assert "holds Python objects other than tensors (Unsupported global" in str(info.value)
+    assert "In PyTorch 2.6" not in str(info.value)
 
 
 def test_garbage_file_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="junk.pth: cannot be read"):
+    with pytest.raises(WeightsError, match="junk.pth: not a PyTorch"):
         read_checkpoint(path)
     with pytest.raises(WeightsError, match="no such checkpoint"):
         read_checkpoint(tmp_path / "absent.pth")
+
+
+def _not_checkpoints(shared: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Real files people pass to --weights by mistake, and what the error must call them."""
+    text = tmp_path / "notes.txt"
+    text.write_text("RGT x4 weights: see the Drive folder\n", encoding="utf-8")
+    html = tmp_path / "RGT_x2.pth"  # what a download that got Drive's quota page would hold
+    html.write_text("<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head></html>")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    return {
+        "png": (shared / "data" / "benchmarks" / "Set5" / "bird.png", "it is a PNG image"),
+        "text": (text, "it is a text file ('RGT x4 weights: see the Drive folder')"),
+        "html": (html, "it is an HTML page"),
+        "empty": (empty, "it is an empty file"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["png", "text", "html", "empty"])
+def test_weights_that_are_not_a_checkpoint_say_so_in_one_line(shared_dir, tmp_path, kind):
+    path, what = _not_checkpoints(shared_dir, tmp_path)[kind]
+    with pytest.raises(WeightsError) as info:
+        load_model("imdn", 4, weights=path, offline=True)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a PyTorch (.pth/.pt) or safetensors checkpoint: {what}")
+    assert len(message.splitlines()) == 1
+    assert "101" not in message and "Unsupported operand" not in message and "In PyTorch 2.6" not in message
+
+
+def test_a_safetensors_file_is_read_by_its_content_whatever_its_suffix(shared_dir, tmp_path):
+    source = Path(__file__).resolve().parents[1] / "srcli" / "weights" / "survey-net_x4.safetensors"
+    renamed = tmp_path / "survey-net_x4.pth"
+    renamed.write_bytes(source.read_bytes())
+    assert read_checkpoint(renamed).keys() == read_checkpoint(source).keys()
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(source.read_bytes()[:1000])
+    with pytest.raises(WeightsError, match=r"cut.safetensors: not a PyTorch .* a truncated safetensors file"):
+        read_checkpoint(truncated)
 
 
 def test_checkpoint_without_tensors_is_refused():

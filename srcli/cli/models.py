@@ -29,23 +29,38 @@ from srcli.registry import ModelSpec, get_model, list_models
 app = typer.Typer(help="List, describe, download and verify models and their weights.", no_args_is_help=True)
 
 
+def _weights_status(entry, path) -> str:  # noqa: ANN001 - a PinnedFile and a Path
+    """``embedded`` (ships in the package), ``cached``, ``not cached`` or ``by hand`` (no automatic source)."""
+    if entry.embedded:
+        return "embedded"
+    if path.is_file():
+        return "cached"
+    return "not cached" if entry.downloadable else "by hand"
+
+
 def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
     manifest = load_manifest()
     weights = {}
     for scale in spec.weight_scales:
         entry = manifest.get(spec.weights_key(scale))
-        path = entry_path(entry, root) if entry else None
-        path = path if path is not None and path.is_file() else None
+        if entry is None:
+            continue
+        path = entry_path(entry, root)
+        status = _weights_status(entry, path)
+        cached = status == "cached"
         weights[f"x{scale}"] = {
             "key": spec.weights_key(scale),
-            "file": entry.file if entry else None,
-            "sha256": entry.sha256 if entry else None,
-            "size": entry.size if entry else None,
-            "downloadable": bool(entry and entry.downloadable),
-            "drive_folder": (entry.drive_folder or None) if entry else None,
-            "cached": path is not None,
-            "path": str(path) if path else None,
-            "cached_bytes": path.stat().st_size if path else None,
+            "file": entry.file,
+            "sha256": entry.sha256,
+            "size": entry.size,
+            "downloadable": entry.downloadable,
+            "drive_folder": entry.drive_folder or None,
+            "status": status,
+            "embedded": entry.embedded,
+            "cached": cached,
+            # Embedded weights live inside the installed package: an internal path, not shown.
+            "path": str(path) if cached else None,
+            "cached_bytes": path.stat().st_size if cached else None,
         }
     return {
         "name": spec.name,
@@ -53,6 +68,7 @@ def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
         "aliases": list(spec.aliases),
         "summary": spec.summary,
         "scales": list(spec.scales),
+        "needs_weights": spec.needs_weights,
         "weight_scales": list(spec.weight_scales),
         "params": {f"x{s}": n for s, n in spec.params.items()},
         "implemented": spec.implemented,
@@ -70,14 +86,63 @@ def _model_record(spec: ModelSpec, root) -> dict:  # noqa: ANN001 - a Path
     }
 
 
+#: The legend of each marker ``srcli models list`` can show; only those in the table are explained.
+_LEGEND = {
+    "cached": "✓ in the cache (size)",
+    "not cached": "– downloaded on first use",
+    "by hand": "by hand: no automatic source ('srcli models info')",
+    "embedded": "embedded: ships inside srcli, works offline",
+    "no weights": "none: no weights published at that scale (--weights FILE)",
+    "none needed": "none needed: no weights",
+    "none published": "none published: train them ('srcli train') or --weights FILE",
+    "planned": "(planned): architecture not implemented yet",
+}
+
+
+def _weights_cells(rec: dict) -> tuple[str, set[str]]:
+    """The weights cell of one model's row, and the legend keys it uses."""
+    if not rec["needs_weights"]:
+        return "[dim]none needed[/dim]", {"none needed"}
+    if not rec["weights"]:
+        return "[dim]none published[/dim]", {"none published"}
+    cells, used = [], set()
+    for scale in rec["scales"]:
+        w = rec["weights"].get(f"x{scale}")
+        status = w["status"] if w else "no weights"
+        used.add(status)
+        if status == "cached":
+            cells.append(f"[green]x{scale} ✓ {human_bytes(w['cached_bytes'])}[/green]")
+        elif status == "embedded":
+            cells.append(f"[cyan]x{scale} embedded[/cyan]")
+        elif status == "not cached":
+            cells.append(f"[dim]x{scale} –[/dim]")
+        elif status == "by hand":
+            cells.append(f"[yellow]x{scale} by hand[/yellow]")
+        else:
+            cells.append(f"[dim]x{scale} none[/dim]")
+    return " ".join(cells), used
+
+
 @app.command("list")
 def list_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Every model, its scales, parameters, licence and whether its weights are cached."""
+    """Every model, its scales, parameters, licence and where its weights are (cached, embedded, not yet)."""
     root = cache_root(cache_dir)
     records = [_model_record(spec, root) for spec in list_models()]
     if as_json:
         console.print_json(json.dumps(records))
         return
+    rows, used = [], set()
+    for rec in records:
+        counts = rec["params"]
+        params = human_count(counts[max(counts, key=lambda k: int(k[1:]))]) if counts else "-"
+        cell, markers = _weights_cells(rec)
+        used |= markers
+        name = rec["name"]
+        if not rec["implemented"]:
+            name += " [dim](planned)[/dim]"
+            used.add("planned")
+        rows.append((name, rec["family"], " ".join(f"x{s}" for s in rec["scales"]), params, cell, rec["licence"]))
+    legend = ["params: at the largest scale", *(text for key, text in _LEGEND.items() if key in used)]
     table = Table(
         title=f"srcli models  (cache: {root})",
         title_justify="left",
@@ -85,31 +150,13 @@ def list_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
         show_edge=False,
         pad_edge=False,
         collapse_padding=True,
-        caption="params: at the largest scale; (planned): architecture not implemented yet",
+        caption="; ".join(legend),
         caption_justify="left",
     )
-    for col in ("model", "family", "scales", "params", "weights cached", "licence"):
+    for col in ("model", "family", "scales", "params", "weights", "licence"):
         table.add_column(col, overflow="fold")
-    for rec in records:
-        counts = rec["params"]
-        params = human_count(counts[max(counts, key=lambda k: int(k[1:]))]) if counts else "-"
-        cells = []
-        for scale, w in rec["weights"].items():
-            if w["cached"]:
-                cells.append(f"[green]{scale} ✓ {human_bytes(w['cached_bytes'])}[/green]")
-            else:
-                cells.append(f"[dim]{scale} –[/dim]")
-        if not rec["weights"]:
-            cells = ["[dim]none needed[/dim]"] if rec["name"] == "bicubic" else ["[dim]none published[/dim]"]
-        name = rec["name"] if rec["implemented"] else f"{rec['name']} [dim](planned)[/dim]"
-        table.add_row(
-            name,
-            rec["family"],
-            " ".join(f"x{s}" for s in rec["scales"]),
-            params,
-            " ".join(cells),
-            rec["licence"],
-        )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -149,13 +196,28 @@ def info_cmd(
         console.print("weights: none were ever published; train them with 'srcli train' or pass --weights FILE")
     manifest = load_manifest()
     root = cache_root(cache_dir)
-    for scale in spec.weight_scales:
-        entry = manifest.get(spec.weights_key(scale))
+    for scale in spec.scales if spec.needs_weights and spec.weight_scales else ():
+        entry = manifest.get(spec.weights_key(scale)) if scale in spec.weight_scales else None
         if entry is None:
+            console.print(
+                f"\n[bold]x{scale}[/bold] [dim]no weights were published at this scale[/dim]: pass a checkpoint "
+                f"with --weights FILE, or train one with 'srcli train -m {spec.name} -s {scale} --train-dir DIR'",
+                highlight=False,
+            )
             continue
-        where = entry_path(entry, root)
-        state = "[green]cached[/green]" if where.is_file() else "[dim]not cached[/dim]"
-        console.print(f"\n[bold]x{scale}[/bold] {entry.file} ({state}) → {where}")
+        status = _weights_status(entry, entry_path(entry, root))
+        if status == "embedded":
+            # Inside the installed package: no path to show or to act on.
+            console.print(
+                f"\n[bold]x{scale}[/bold] {entry.file} ([cyan]embedded[/cyan]: ships inside srcli, works offline)"
+            )
+        else:
+            colour = "green" if status == "cached" else "dim"
+            where = f"{'→' if status == 'cached' else 'goes to'} {entry_path(entry, root)}"
+            console.print(
+                f"\n[bold]x{scale}[/bold] {entry.file} ([{colour}]{status}[/{colour}]) {where}",
+                highlight=False,
+            )
         for i, url in enumerate(entry.urls):
             console.print(f"  {'url' if i == 0 else 'mirror'}: {url}", highlight=False)
         if entry.drive_folder:
@@ -189,6 +251,10 @@ def download_cmd(
     names: Annotated[list[str], typer.Argument(help="Model names (or 'all').")],
     scale: Annotated[int | None, typer.Option("-s", "--scale", help="Scale to fetch.")] = None,
     all_scales: Annotated[bool, typer.Option("--all", help="Every scale with pinned weights.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Download again even if cached: replaces a damaged file (once verified)."),
+    ] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
@@ -211,51 +277,82 @@ def download_cmd(
                         offline=offline_requested(offline),
                         reporter=report,
                         check_placed=lambda p, spec=spec, s=s: check_placed_file(spec, s, p),
+                        force=force,
                     )
-                    console.print(f"[green]✓[/green] {entry.key}: {path}", highlight=False)
+                    shown = "embedded in srcli" if entry.embedded else str(path)
+                    console.print(f"[green]✓[/green] {entry.key}: {shown}", highlight=False, soft_wrap=True)
                 except SrcliError as exc:
                     failed.append(entry.key)
-                    err_console.print(f"[red]✗[/red] {exc}", highlight=False)
+                    err_console.print(f"[red]✗[/red] {exc}", highlight=False, soft_wrap=True)
     if failed:
         err_console.print(f"[red]{len(failed)} failed:[/red] {', '.join(failed)}")
         raise typer.Exit(1)
 
 
+def _repair(results: list, root, offline: bool) -> dict[str, str]:  # noqa: ANN001 - a Path
+    """Download a fresh copy of every damaged file; returns ``{key: "repaired" | error}``."""
+    outcome: dict[str, str] = {}
+    with download_progress() as report:
+        for r in results:
+            try:
+                fetch(r.entry, root, offline=offline, reporter=report, force=True)
+            except SrcliError as exc:
+                outcome[r.entry.key] = str(exc)
+                err_console.print(f"[red]✗[/red] {r.entry.key}: not repaired: {exc}", highlight=False, soft_wrap=True)
+            else:
+                outcome[r.entry.key] = "repaired"
+                console.print(f"[green]✓[/green] {r.entry.key}: repaired", highlight=False)
+    return outcome
+
+
 @app.command("verify")
-def verify_cmd(cache_dir: CacheDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Re-hash every cached checkpoint against its pinned or recorded sha256."""
+def verify_cmd(
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Download a fresh copy of every damaged file (pinned URLs or SRCLI_MIRRORS)."),
+    ] = False,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-hash every cached checkpoint against its pinned or recorded sha256 (--repair replaces damaged ones)."""
     root = cache_root(cache_dir)
     results = [verify_file(entry, entry_path(entry, root)) for entry in load_manifest().values()]
     present = [r for r in results if r.status != "missing"]
     bad = [r for r in present if not r.ok]
+    outcome = _repair(bad, root, offline_requested(offline)) if repair and bad else {}
     if as_json:
-        console.print_json(
-            json.dumps(
-                [
-                    {
-                        "key": r.entry.key,
-                        "path": str(r.path),
-                        "status": r.status,
-                        "sha256": r.sha256,
-                        "expected": r.expected,
-                        "source": r.source,
-                    }
-                    for r in present
-                ]
-            )
-        )
+        records = []
+        for r in present:
+            record = {
+                "key": r.entry.key,
+                "path": None if r.entry.embedded else str(r.path),
+                "status": r.status,
+                "sha256": r.sha256,
+                "expected": r.expected,
+                "source": r.source,
+            }
+            if r.entry.key in outcome:
+                record["repair"] = outcome[r.entry.key]
+            records.append(record)
+        console.print_json(json.dumps(records))
     else:
         table = Table(title=f"cached weights in {root}", title_justify="left")
         for col in ("weights", "status", "sha256", "checked against"):
             table.add_column(col, overflow="fold")
         for r in present:
             colour = "green" if r.ok else "red"
-            table.add_row(r.entry.key, f"[{colour}]{r.status}[/{colour}]", (r.sha256 or "")[:16], r.source)
+            status = f"[{colour}]{r.status}[/{colour}]"
+            if outcome.get(r.entry.key) == "repaired":
+                status += " [green]→ repaired[/green]"
+            name = f"{r.entry.key} (embedded)" if r.entry.embedded else r.entry.key
+            table.add_row(name, status, (r.sha256 or "")[:16], r.source)
         console.print(table if present else f"nothing cached in {root}")
-    if bad:
+    still_bad = [r for r in bad if outcome.get(r.entry.key) != "repaired"]
+    if still_bad:
+        hint = "" if repair else "; replace them with 'srcli models verify --repair'"
         err_console.print(
-            f"[red]{len(bad)} damaged: {', '.join(r.entry.key for r in bad)}; "
-            "delete them and run 'srcli models download' again[/red]"
+            f"[red]{len(still_bad)} damaged: {', '.join(r.entry.key for r in still_bad)}{hint}[/red]", highlight=False
         )
         raise typer.Exit(1)
 

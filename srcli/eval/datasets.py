@@ -14,9 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from srcli.errors import DatasetError, HashMismatchError, SrcliError, UnknownDatasetError
-from srcli.hub.cache import cache_root, entry_path, offline_requested
-from srcli.hub.download import ProgressReporter, fetch
+from srcli.errors import DatasetError, HashMismatchError, OfflineError, SrcliError, UnknownDatasetError
+from srcli.hub.cache import cache_root, entry_dir, entry_path, human_size, offline_requested
+from srcli.hub.download import MIRRORS_ENV, ProgressReporter, fetch
 from srcli.hub.manifest import PinnedFile
 from srcli.io.images import IMAGE_SUFFIXES
 
@@ -70,6 +70,33 @@ def resolve_dataset_name(name: str) -> str:
     raise UnknownDatasetError(f"unknown dataset '{name}'{hint} (known: {', '.join(known)})")
 
 
+#: Missing files named in one error at most; the rest are counted.
+_LISTED = 10
+
+
+def fetch_command(key: str) -> str:
+    """One command that downloads every file of data set ``key`` into the cache (bicubic scores in seconds)."""
+    return f"srcli eval -m bicubic -d {key} -s 2"
+
+
+def _listing(names: list[str], limit: int = _LISTED) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _missing_offline(key: str, missing: list[PinnedFile], total: int, folder: Path) -> DatasetError:
+    """One line naming every file of ``key`` that offline mode cannot get, and how to get them."""
+    name = DISPLAY_NAMES[key]
+    size = sum(item.size or 0 for item in missing)
+    files = "1 file" if len(missing) == 1 else f"{len(missing)} of its {total} files"
+    return DatasetError(
+        f"{name}/{missing[0].file}: not in the cache and offline mode is on; {name} lacks {files} "
+        f"({human_size(size)}) in {folder}: {_listing([item.file for item in missing])}; fetch them with "
+        f"'{fetch_command(key)}' while online, or set {MIRRORS_ENV} to a mirror (a file:// folder works "
+        "offline), or evaluate your own copy with --data-dir DIR"
+    )
+
+
 def dataset_files(
     name: str,
     *,
@@ -80,14 +107,19 @@ def dataset_files(
     """Paths of every HR image of data set ``name`` in the cache, downloading and verifying each.
 
     A damaged cached file is deleted and fetched again once; a second failure names the file.
+    Offline, every file that is neither cached nor on a ``file://`` mirror is named in one error.
     """
     key = resolve_dataset_name(name)
     root = cache_root(cache_dir)
     is_offline = offline_requested(offline)
+    items = load_sources()[key]
     paths = []
-    for item in load_sources()[key]:
+    missing: list[PinnedFile] = []
+    for item in items:
         try:
             paths.append(fetch(item, root, offline=is_offline, reporter=reporter))
+        except OfflineError:
+            missing.append(item)
         except HashMismatchError as first:
             cached = entry_path(item, root)
             if not cached.is_file() or is_offline:
@@ -99,7 +131,11 @@ def dataset_files(
             except SrcliError as second:
                 raise DatasetError(f"{DISPLAY_NAMES[key]}/{item.file}: {second}") from None
         except SrcliError as exc:
-            raise DatasetError(f"{DISPLAY_NAMES[key]}/{item.file}: {exc}") from None
+            left = sum(1 for other in items if not entry_path(other, root).is_file()) - 1
+            more = f"; {left} more {DISPLAY_NAMES[key]} files are not in the cache yet" if left > 0 else ""
+            raise DatasetError(f"{DISPLAY_NAMES[key]}/{item.file}: {exc}{more}") from None
+    if missing:
+        raise _missing_offline(key, missing, len(items), entry_dir(missing[0], root))
     return paths
 
 

@@ -7,7 +7,11 @@ Layout under the cache root::
                                              weights.toml pins none), or for a file placed
                                              by hand once its structure was checked
     weights/<model>.x<scale>/<file>.partial  an interrupted download, resumed next time
+    weights/<model>.x<scale>/<file>.lock     held while a download runs (removed when it ends)
     datasets/<set>/<image>                   benchmark images (same rules)
+
+Every file gets its final name in one atomic step (``srcli.atomic``), so a final name only
+ever holds a complete file. ``docs/weights.md`` describes the layout for users.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from srcli.atomic import write_text
 from srcli.errors import HashMismatchError
 from srcli.hub.manifest import PinnedFile
 
@@ -84,10 +89,8 @@ def read_recorded_hash(path: Path) -> str | None:
 
 def write_recorded_hash(path: Path, sha256: str, url: str) -> None:
     """Record ``sha256`` beside ``path`` (atomically) so later uses can be verified."""
-    sidecar = recorded_hash_path(path)
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": sha256, "size": path.stat().st_size, "url": url}), encoding="utf-8")
-    os.replace(tmp, sidecar)
+    record = {"sha256": sha256, "size": path.stat().st_size, "url": url}
+    write_text(recorded_hash_path(path), json.dumps(record))
 
 
 def expected_hash(entry: PinnedFile, path: Path) -> tuple[str | None, str]:
@@ -131,6 +134,35 @@ def verify_file(entry: PinnedFile, path: Path) -> Verification:
     return Verification(entry, path, status, sha256=actual, expected=expected, source=source)
 
 
+def human_size(size: int | None) -> str:
+    """``2796052`` -> ``2.8 MB``; ``None`` -> ``size not published``."""
+    if size is None:
+        return "size not published"
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover - the loop always returns
+
+
+def split_weights_key(key: str) -> tuple[str, int] | None:
+    """``imdn.x4`` -> ``("imdn", 4)``; ``None`` for a key of another shape (a data set's)."""
+    model, sep, scale = key.rpartition(".x")
+    return (model, int(scale)) if sep and model and scale.isdigit() else None
+
+
+def repair_hint(entry: PinnedFile) -> str:
+    """The command that replaces a damaged copy of ``entry``'s file."""
+    if entry.embedded:
+        return "it ships inside the srcli package: reinstall srcli (pip install --force-reinstall srcli)"
+    parts = split_weights_key(entry.key) if entry.folder == "weights" else None
+    if parts is not None:
+        model, scale = parts
+        return f"replace it with 'srcli models download {model} -s {scale} --force' (or 'srcli models verify --repair')"
+    return "delete it and it is downloaded again on next use"
+
+
 def require_intact(entry: PinnedFile, path: Path) -> str:
     """Verify ``path`` and return its sha256, or raise ``HashMismatchError`` explaining the damage."""
     result = verify_file(entry, path)
@@ -138,10 +170,10 @@ def require_intact(entry: PinnedFile, path: Path) -> str:
         return result.sha256 or ""
     if result.status == "size-mismatch":
         raise HashMismatchError(
-            f"{path}: size {path.stat().st_size} bytes, expected {entry.size} for '{entry.key}'; "
-            "delete it and download again ('srcli models download')"
+            f"{path}: size {path.stat().st_size} bytes, expected {entry.size} for '{entry.key}' (damaged); "
+            + repair_hint(entry)
         )
     raise HashMismatchError(
         f"{path}: sha256 {result.sha256} does not match the {result.source} {result.expected} "
-        f"for '{entry.key}'; delete it and download again ('srcli models download')"
+        f"for '{entry.key}' (damaged); " + repair_hint(entry)
     )

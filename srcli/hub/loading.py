@@ -10,7 +10,7 @@ from typing import Any
 
 from srcli.errors import CheckpointMismatchError, SrcliError, WeightsError
 from srcli.hub.cache import cache_root, offline_requested, sha256_file
-from srcli.hub.checkpoint import load_strict, mismatch_report, read_checkpoint, unwrap_state_dict
+from srcli.hub.checkpoint import load_strict, mismatch_report, read_checkpoint, sniff_checkpoint, unwrap_state_dict
 from srcli.hub.download import ProgressReporter, fetch
 from srcli.hub.manifest import get_entry
 from srcli.registry import ModelSpec, get_model
@@ -101,7 +101,7 @@ def check_provenance(spec: ModelSpec, scale: int, path: Path, checkpoint: Any) -
     srcli's provenance is the safetensors header of an export, or a training checkpoint's
     ``srcli_meta``; files from elsewhere carry none and are only checked by shape.
     """
-    if path.suffix == ".safetensors":
+    if sniff_checkpoint(path) == "safetensors":  # by content, whatever the suffix
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:

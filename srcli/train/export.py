@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from srcli.atomic import commit_file, temp_name
 from srcli.errors import UsageError, WeightsError
 from srcli.registry import get_model
 from srcli.train.loop import CHECKPOINT_FORMAT, build_training_module
@@ -77,10 +78,15 @@ def export_run(
         "dtype": dtype,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # a shareable file, as any other the user writes (safetensors makes it 0600)
-    os.replace(tmp, out)
+    # safetensors writes by name: write a temporary name beside ``out``, then commit it (fsync, rename, folder fsync).
+    tmp = temp_name(out)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a shareable file, as any other the user writes (safetensors makes it 0600)
+        commit_file(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return meta

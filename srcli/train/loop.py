@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from srcli._version import __version__
+from srcli.atomic import atomic_writer, write_text
 from srcli.errors import DatasetError, SrcliError, UsageError
 from srcli.registry import ModelSpec, get_model
 from srcli.train.data import (
@@ -85,7 +86,8 @@ class TrainConfig:
     #: Max global gradient norm; 0 disables clipping.
     grad_clip: float = 1.0
     seed: int = 0
-    #: Validate (and save ``last.pt``) every this many iterations; ``None``: 10 times per run, at most every 1000.
+    #: Validate (and save ``last.pt``) every this many iterations, and at the end of the run; ``None``: a tenth
+    #: of the run, kept within 100 to 1000 iterations (a short smoke run validates once, at its end).
     val_every: int | None = None
     log_every: int = 20
     device: str = "auto"
@@ -97,6 +99,9 @@ class TrainConfig:
     augment: bool = True
     #: Where LR images are cached (default ``<out>/lr_cache``).
     lr_cache: str | None = None
+    #: Cache folder and offline switch for the validation benchmark's download (machine settings, like ``device``).
+    cache_dir: str | None = None
+    offline: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -125,6 +130,20 @@ class TrainStatus:
 
 
 ProgressCallback = Callable[[TrainStatus], None]
+
+
+#: Bounds of the default validation interval: not more often than every ``VAL_EVERY_MIN`` iterations (a smoke
+#: run of a few dozen iterations validates once, at its end), not less often than every ``VAL_EVERY_MAX``.
+VAL_EVERY_MIN = 100
+VAL_EVERY_MAX = 1000
+
+
+def validation_interval(total: int, asked: int | None = None) -> int:
+    """Iterations between validations of a ``total``-iteration run: ``asked``, else a tenth of the run within
+    ``VAL_EVERY_MIN`` to ``VAL_EVERY_MAX``. Never 0; the run validates at its end whatever the interval."""
+    if asked:
+        return max(1, asked)
+    return max(1, min(VAL_EVERY_MAX, max(VAL_EVERY_MIN, total // 10)))
 
 
 def build_training_module(spec: ModelSpec, scale: int) -> torch.nn.Module:
@@ -206,16 +225,14 @@ def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a killed run never leaves a torn checkpoint."""
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through ``srcli.atomic``: a killed run never leaves a torn checkpoint."""
+    with atomic_writer(path) as fh:
+        torch.save(obj, fh)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` atomically (``srcli.atomic``)."""
+    write_text(path, text)
 
 
 def _load_init(module: torch.nn.Module, spec: ModelSpec, path: str) -> tuple[int, list[str]]:
@@ -312,9 +329,18 @@ class Trainer:
 
     @classmethod
     def resume(
-        cls, out: str | os.PathLike[str], device: str | None = None, prep_progress: PrepProgress | None = None
+        cls,
+        out: str | os.PathLike[str],
+        device: str | None = None,
+        prep_progress: PrepProgress | None = None,
+        *,
+        cache_dir: str | None = None,
+        offline: bool | None = None,
     ) -> Trainer:
-        """Continue the run in ``out`` from its ``last.pt``: weights, EMA, optimiser, schedule and RNG states."""
+        """Continue the run in ``out`` from its ``last.pt``: weights, EMA, optimiser, schedule and RNG states.
+
+        ``device``, ``cache_dir`` and ``offline``, when given, replace the saved machine settings.
+        """
         from srcli.hub.checkpoint import read_checkpoint
 
         path = Path(out) / "last.pt"
@@ -327,6 +353,10 @@ class Trainer:
         config.out = str(Path(out))
         if device is not None:
             config.device = device
+        if cache_dir is not None:
+            config.cache_dir = cache_dir
+        if offline is not None:
+            config.offline = offline
         spec, dev = _check_config(config, resuming=True)
         train_pairs, val_pairs, val_label = _prepare_data(config, dev, prep_progress)
         trainer = cls(config, spec, train_pairs, val_pairs, val_label, dev, resuming=True)
@@ -343,10 +373,8 @@ class Trainer:
 
     @property
     def val_every(self) -> int:
-        """Iterations between validations."""
-        if self.config.val_every:
-            return self.config.val_every
-        return max(1, min(1000, (self.total or 1) // 10))
+        """Iterations between validations (the run also validates at its last iteration)."""
+        return validation_interval(self.total or 1, self.config.val_every)
 
     # ----------------------------------------------------------------------------------------- steps
 
@@ -670,7 +698,9 @@ def _check_config(config: TrainConfig, resuming: bool = False) -> tuple[ModelSpe
     if any(x <= 0 for x in lengths):
         raise UsageError("--iters / --epochs / --minutes must be positive")
     if config.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
+        raise UsageError("--batch must be at least 1")
+    if config.val_every is not None and config.val_every < 1:
+        raise UsageError(f"--val-every must be at least 1, not {config.val_every}")
     s, p = config.scale, config.patch_size
     if p % s:
         raise UsageError(f"--patch-size {p} is not a multiple of the scale {s} (try {p - p % s or s})")
@@ -708,7 +738,7 @@ def _prepare_data(
         key = resolve_dataset_name(config.val_dataset)
         val_label = DISPLAY_NAMES[key]
         try:
-            val_paths = dataset_files(key)
+            val_paths = dataset_files(key, cache_dir=config.cache_dir, offline=config.offline)
         except SrcliError as exc:
             raise DatasetError(f"validation set {val_label}: {exc} (or give --val-dir)") from None
     else:
