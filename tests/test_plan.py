@@ -180,7 +180,8 @@ def test_options_are_checked_before_the_model_loads(
     assert main(["upscale", a, "-o", str(tmp_path / "file" / "out"), "-m", "imdn"]) == 2
     assert "is a file" in capsys.readouterr().err
     # An output far above --max-pixels x scale^2 is refused per file, before any model load.
-    code, report, _ = run(capsys, a, "-o", str(tmp_path / "big"), "-m", "imdn", "--outscale", "60", "--max-pixels", "20000")
+    big = ["-o", str(tmp_path / "big"), "-m", "imdn", "--outscale", "60", "--max-pixels", "20000"]
+    code, report, _ = run(capsys, a, *big)
     assert code == 1 and "--max-pixels" in report["files"][0]["message"]
     assert _no_model_load_without_work == []
 
@@ -256,3 +257,18 @@ def test_header_facts_agree_with_the_decoder(tmp_path: Path) -> None:
         facts, decoded = inspect_image(path), read_image(path)
         assert (facts.has_alpha, facts.bit_depth) == (decoded.has_alpha, decoded.bit_depth), path.name
         assert (facts.width, facts.height, facts.n_frames) == (*decoded.size, len(decoded.frames)), path.name
+
+
+def test_argument_errors_and_the_dry_run_never_import_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    Image.fromarray(rgba_pixels()[..., :3]).save(tmp_path / "a.png")
+    code = (
+        "import sys; from srcli.cli import main\n"
+        f"bad = main(['upscale', {str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}, '--tile', '7'])\n"
+        f"dry = main(['upscale', {str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'o')!r}, '--dry-run'])\n"
+        "print(bad, dry, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[-3:] == ["2", "0", "False"], done.stdout + done.stderr

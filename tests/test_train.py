@@ -18,7 +18,7 @@ from srcli.errors import DatasetError, UsageError, WeightsError
 from srcli.hub.loading import load_model
 from srcli.train.data import Pair, PatchSampler
 from srcli.train.export import export_run
-from srcli.train.loop import LRSchedule, TrainConfig, Trainer
+from srcli.train.loop import LRSchedule, TrainConfig, Trainer, validation_interval
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -114,7 +114,9 @@ def test_the_run_writes_checkpoints_config_and_a_json_log(tiny_run) -> None:
     trainer, _, _ = tiny_run
     out = trainer.out
     assert {"best.pt", "last.pt", "config.json", "log.jsonl"} <= {p.name for p in out.iterdir()}
-    assert not list(out.glob("*.tmp"))  # atomic writes leave no temporaries
+    from srcli.atomic import stale_temp_files
+
+    assert stale_temp_files(out) == []  # atomic writes leave no temporaries
     events = _log(out)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end"
@@ -396,7 +398,7 @@ def test_cli_trains_with_the_survey_spellings_and_exports(good, tmp_path, capsys
     train, val = good
     out, weights = tmp_path / "run", tmp_path / "w.safetensors"
     args = ["train", "-m", "survey-net", "-s", "2", "--train_dir", str(train), "--val_dir", str(val)]
-    args += ["--iters", "2", "--batch_size", "1", "--patch_size", "32", "--device", "cpu", "-o", str(out)]
+    args += ["--iters", "2", "--batch_size", "1", "--patch_size", "32", "--device", "cpu", "--out", str(out)]
     assert main(args) == 0
     assert (out / "best.pt").is_file()
     assert main(["train", "--resume", "-o", str(out), "--lr", "0.1"]) == 2  # contradicts the saved settings
@@ -414,3 +416,53 @@ def test_cli_module_does_not_import_torch() -> None:
 
     code = "import sys, srcli.cli.train, srcli.cli; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_cli_speaks_the_shared_option_names(good, tmp_path, capsys) -> None:
+    train, val = good
+    out = tmp_path / "run"
+    args = ["train", "-m", "survey-net", "-s", "2", "--train-dir", str(train), "--val-dir", str(val), "--iters", "2"]
+    args += ["--patch-size", "32", "--device", "cpu", "--threads", "1", "--offline", "--cache-dir", str(tmp_path)]
+    assert main([*args, "--batch", "1", "--batch-size", "2", "--output", str(out)]) == 2  # one value, two spellings
+    assert "--batch is given twice" in capsys.readouterr().err
+    assert main([*args, "--batch", "1", "--output", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["batch_size"] == 1 and config["offline"] is True and config["cache_dir"] == str(tmp_path)
+    assert main(["train", "--resume", "--output", str(out), "--batch", "2"]) == 2
+    assert "--batch (saved: 1, given: 2)" in capsys.readouterr().err
+    # No -s: the model's default scale, as in every command.
+    base = ["train", "-m", "survey-net", "--train-dir", str(train), "--val-dir", str(val), "--iters", "1"]
+    assert main([*base, "--patch-size", "64", "--batch", "1", "--device", "cpu", "-o", str(tmp_path / "x4")]) == 1
+    assert "40x36" in capsys.readouterr().err  # trained at x4: the 40 px image is smaller than the 64 px patch
+    assert main(["train", "--train-dir", str(train), "-o", str(tmp_path / "none")]) == 2
+    assert "give --model" in capsys.readouterr().err
+
+
+def test_validation_suits_a_smoke_run_and_a_long_one(good, tmp_path) -> None:
+    assert validation_interval(20) == 100  # past the end: a smoke run validates once, at its end
+    assert validation_interval(5_000) == 500  # a tenth of the run
+    assert validation_interval(10**6) == 1000
+    assert validation_interval(20, asked=5) == 5 and validation_interval(0) >= 1
+    trainer = _create(good[0], good[1], tmp_path / "run", iters=20)
+    trainer.run()
+    assert [e["iteration"] for e in _log(trainer.out) if e["event"] == "val"] == [20]
+    with pytest.raises(UsageError, match="--val-every must be at least 1"):
+        _create(good[0], good[1], tmp_path / "run0", val_every=-1)
+
+
+def test_the_validation_benchmark_obeys_offline_and_the_cache(good, tmp_path) -> None:
+    config = TrainConfig(
+        model="survey-net",
+        scale=2,
+        train_dirs=[str(good[0])],
+        out=str(tmp_path / "run"),
+        iters=2,
+        batch_size=1,
+        patch_size=32,
+        device="cpu",
+        val_dataset="set14",
+        cache_dir=str(tmp_path / "empty-cache"),
+        offline=True,
+    )
+    with pytest.raises(DatasetError, match="validation set Set14: .*offline"):
+        Trainer.create(config)

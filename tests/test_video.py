@@ -2,7 +2,9 @@
 
 The clips are made here with imageio-ffmpeg's ffmpeg (moving gradients, a sine tone, known frame
 count and rate). Outputs are checked with ffmpeg directly (``-f framecrc`` packet lists and the
-``-i`` header), not with srcli's own probing code. The bicubic model needs no weights.
+``-i`` header), not with srcli's own probing code (PyAV). The bicubic model needs no weights.
+Interruptions are made at chosen points (the ``stop_after_segments`` hook, or an events callback
+that raises ``KeyboardInterrupt`` or blocks until the process is killed), never by timing.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
@@ -25,8 +29,9 @@ from PIL import Image
 
 from srcli.cli import main
 from srcli.cli.upscale import _is_video_job
+from srcli.engine.options import RunOptions
 from srcli.errors import UsageError
-from srcli.pipeline.video import VideoOptions, run_video_job
+from srcli.pipeline.video import VideoEvents, VideoJobReport, VideoOptions, plan_video_job, run_video_job
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +81,22 @@ def video_times(path: Path) -> list[float]:
 def extent(rows: list[tuple[float, float]]) -> float:
     """From the first packet's start to the last packet's end."""
     return max(p + d for p, d in rows) - min(p for p, _ in rows)
+
+
+def video_options(output: Path, **fields: Any) -> VideoOptions:
+    """The job's options with the bicubic x2 model (no weights)."""
+    return VideoOptions(run=RunOptions(model="bicubic", scale=2), output=output, **fields)
+
+
+def run_job(inputs: list[Path], options: VideoOptions, events: VideoEvents | None = None) -> VideoJobReport:
+    """Plan the job, then run the plan (what the CLI does, without the CLI)."""
+    return run_video_job(plan_video_job([str(p) for p in inputs], options), events=events)
+
+
+def stamps_of(folder: Path) -> list[float]:
+    """The frame times (ms) in a folder's timestamps.txt, comments left out."""
+    lines = (folder / "timestamps.txt").read_text().splitlines()
+    return [float(x) for x in lines if x and not x.startswith("#")]
 
 
 def upscale(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, dict, str]:
@@ -229,7 +250,7 @@ def test_frames_folder_out_and_back_in(clips: Path, tmp_path: Path, capsys) -> N
     assert code == 0, err
     pngs = sorted(frames.glob("*.png"))
     assert len(pngs) == 18 and Image.open(pngs[0]).size == (64, 48)
-    stamps = [float(x) for x in (frames / "timestamps.txt").read_text().split("\n")[1:] if x]
+    stamps = stamps_of(frames)
     source = video_times(clips / "vfr.mkv")
     assert [s / 1000 for s in stamps] == pytest.approx(source, abs=1e-3)
     # The folder, with its timestamps, back into a video: same timing (the frames are upscaled again).
@@ -254,43 +275,85 @@ def test_frames_folder_out_and_back_in(clips: Path, tmp_path: Path, capsys) -> N
 
 def test_resume_after_an_interruption_gives_a_complete_file(clips: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    options = VideoOptions(model="bicubic", scale=2, output=out, segment_seconds=0.5, stop_after_segments=2)
-    report = run_video_job([str(clips / "cfr.mp4")], options)
+    options = video_options(out, segment_seconds=0.5, stop_after_segments=2)
+    report = run_job([clips / "cfr.mp4"], options)
     assert report.interrupted and report.exit_code == 130
     assert not out.exists()  # nothing under the final name
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*.partial"))
-    options.stop_after_segments, options.resume = None, True
-    report = run_video_job([str(clips / "cfr.mp4")], options)
+    report = run_job([clips / "cfr.mp4"], replace(options, stop_after_segments=None, resume=True))
     file = report.files[0]
     assert file.status == "done" and file.resumed_segments == 2 and file.resumed_frames == 12
     assert video_times(out) == pytest.approx([i / 12 for i in range(24)], abs=1e-4)
     assert extent(packets(out)["audio"][0]) == pytest.approx(extent(packets(clips / "cfr.mp4")["audio"][0]))
-    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # the work folder is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".srcli-outputs.jsonl", "out.mp4"]  # work folder gone
 
 
+class _InterruptAfter(VideoEvents):
+    """Ctrl-C (a ``KeyboardInterrupt``) right after the ``n``-th segment is recorded."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def segment_done(self, report: Any, segments: int) -> None:
+        if segments == self.n:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_complete_segments(clips: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mkv"
+    options = video_options(out, segment_seconds=0.5)
+    report = run_job([clips / "cfr.mp4"], options, events=_InterruptAfter(1))
+    assert report.interrupted and report.exit_code == 130 and "--resume" in report.files[0].message
+    assert not out.exists()
+    manifest = json.loads((tmp_path / ".out.mkv.srcli-parts" / "manifest.json").read_text())
+    assert len(manifest["segments"]) == 1
+    assert not [p for p in (tmp_path / ".out.mkv.srcli-parts").iterdir() if p.name.endswith(".partial")]
+    file = run_job([clips / "cfr.mp4"], replace(options, resume=True)).files[0]
+    assert file.status == "done" and file.resumed_segments == 1 and file.verified is True
+    assert video_times(out) == pytest.approx([i / 12 for i in range(24)], abs=1e-3)  # Matroska: milliseconds
+
+
+_BLOCKING_CHILD = """
+import sys, threading
+from pathlib import Path
+from srcli.engine.options import RunOptions
+from srcli.pipeline.video import VideoEvents, VideoOptions, plan_video_job, run_video_job
+
+class Block(VideoEvents):
+    def segment_done(self, report, segments):
+        print("segment", segments, flush=True)
+        threading.Event().wait()  # hold the job here until the parent kills the process
+
+options = VideoOptions(run=RunOptions(model="bicubic", scale=2), output=Path(sys.argv[2]), segment_seconds=0.5)
+run_video_job(plan_video_job([sys.argv[1]], options), events=Block())
+"""
+
+
+@pytest.mark.slow
 def test_killed_job_resumes(tmp_path: Path) -> None:
-    """A real crash (SIGKILL) mid-video: no file under the final name, and --resume finishes it."""
+    """A real crash (SIGKILL) mid-video, once a segment is recorded: no file under the final name, and
+    --resume finishes it. The child reports the segment on stdout and then waits to be killed."""
     src, out = tmp_path / "long.mp4", tmp_path / "out.mkv"
-    ff("-f", "lavfi", "-i", "gradients=s=32x24:r=24:d=4", "-c:v", "libx264", "-pix_fmt", "yuv420p", src)
-    args = [sys.executable, "-m", "srcli", "upscale", str(src), "-o", str(out), "-m", "bicubic", "-s", "2"]
-    args += ["--segment-seconds", "0.5"]
+    ff("-f", "lavfi", "-i", "gradients=s=32x24:r=24:d=2", "-c:v", "libx264", "-pix_fmt", "yuv420p", src)
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = tmp_path / ".out.mkv.srcli-parts" / "manifest.json"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text() or "{}").get("segments"):
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the job ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKING_CHILD, str(src), str(out)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["segment", "1"]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert not out.exists()
-    options = VideoOptions(model="bicubic", scale=2, output=out, segment_seconds=0.5, resume=True)
-    file = run_video_job([str(src)], options).files[0]
+    file = run_job([src], video_options(out, segment_seconds=0.5, resume=True)).files[0]
     assert file.status == "done" and file.resumed_segments >= 1 and file.verified is True
-    assert video_times(out) == pytest.approx([i / 24 for i in range(96)], abs=1e-3)
+    assert video_times(out) == pytest.approx([i / 24 for i in range(48)], abs=1e-3)
 
 
 # ------------------------------------------------------------------------------------------------ bad input
@@ -350,7 +413,7 @@ def test_failed_check_never_lands_under_the_final_name(clips: Path, tmp_path: Pa
 
     monkeypatch.setattr(video, "summarize", one_frame_short)
     out = tmp_path / "out.mp4"
-    report = run_video_job([str(clips / "cfr.mp4")], VideoOptions(model="bicubic", scale=2, output=out))
+    report = run_job([clips / "cfr.mp4"], video_options(out))
     file = report.files[0]
     assert file.status == "failed" and "does not match the source" in file.message
     assert not out.exists() and (tmp_path / "out.unverified.mp4").exists()
@@ -371,3 +434,119 @@ def test_batched_frames_match_one_at_a_time() -> None:
     single = torch.cat([upscale_tensor(loaded, x[i : i + 1], EngineOptions(tile=0)).image for i in range(3)])
     assert batched.tiles == 3 and batched.image.shape == (3, 3, 40, 56)
     assert torch.allclose(batched.image, single, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------- regressions
+
+
+@pytest.fixture
+def cut_short(tmp_path: Path) -> Path:
+    """A faststart MP4 declaring 20 frames / 2 s, cut in half with plain byte slicing."""
+    whole = tmp_path / "whole.mp4"
+    ff(
+        "-f", "lavfi", "-i", "testsrc2=s=64x48:r=10:d=2", "-c:v", "libx264", "-threads", "1", "-g", "4",
+        "-pix_fmt", "yuv420p", "-movflags", "+faststart", whole,
+    )  # fmt: skip
+    data = whole.read_bytes()
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    return half
+
+
+def test_source_cut_short_stops_naming_the_declared_frames(cut_short: Path, tmp_path: Path, capsys) -> None:
+    code, report, err = upscale(capsys, cut_short, "-o", tmp_path / "out.mp4")
+    message = report["files"][0]["message"]
+    assert code == 1 and message.startswith(str(cut_short)) and "\n" not in message
+    found = re.search(r"damaged: only (\d+) of the 20 frames its container declares", message)
+    assert found and 0 < int(found[1]) < 20, message
+    assert len([ln for ln in err.splitlines() if str(cut_short) in ln]) == 1
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_source_cut_short_with_skip_holds_the_last_frame_to_the_declared_end(
+    cut_short: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out.mp4"
+    code, report, err = upscale(capsys, cut_short, "-o", out, "--on-bad-frame", "skip")
+    assert code == 0, err
+    file = report["files"][0]
+    assert file["declared_frames"] == 20 and file["missing_frames"] > 0 and file["verified"] is True
+    assert any("damaged source" in n for n in file["notes"]) and "damaged source" in err
+    assert len(packets(out)["video"][0]) == file["frames"] < 20
+    assert "Duration: 00:00:02.00," in header(out)  # the declared duration, not where the data stops
+
+
+def test_gif_keeps_the_length_of_its_held_last_frame(tmp_path: Path, capsys) -> None:
+    gif = tmp_path / "held.gif"
+    shades = [Image.new("RGB", (32, 24), (v, 255 - v, v // 2)) for v in (0, 80, 160, 240)]
+    shades[0].save(gif, save_all=True, append_images=shades[1:], duration=[100, 200, 100, 300], loop=0)
+    out = tmp_path / "held.mp4"
+    code, report, err = upscale(capsys, gif, "-o", out)
+    assert code == 0, err
+    assert report["files"][0]["verified"] is True
+    assert video_times(out) == pytest.approx([0.0, 0.1, 0.3, 0.4], abs=1e-3)
+    assert "Duration: 00:00:00.70," in header(out)  # MP4: the track's duration (its packets step in decode time)
+    # Through a folder of frames and back: timestamps.txt keeps the last frame's end too.
+    frames = tmp_path / "frames"
+    code, _, err = upscale(capsys, gif, "-o", frames, "--frames")
+    assert code == 0, err
+    assert stamps_of(frames) == [0, 100, 300, 400] and "# end 700" in (frames / "timestamps.txt").read_text()
+    code, _, err = upscale(capsys, frames, "-o", tmp_path / "back.mkv")
+    assert code == 0, err
+    assert extent(packets(tmp_path / "back.mkv")["video"][0]) == pytest.approx(0.7, abs=1e-3)
+
+
+def test_fps_on_a_folder_with_timestamps_is_refused(tmp_path: Path, capsys) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.new("RGB", (16, 12), (i * 60, 0, 0)).save(frames / f"{i + 1}.png")
+    (frames / "timestamps.txt").write_text("# timestamp format v2\n0\n40\n80\n")
+    code, _, err = upscale(capsys, frames, "-o", tmp_path / "out.mp4", "--fps", "25")
+    assert code == 2 and "--fps conflicts with its timestamps.txt" in err and str(frames) in err
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def _frame_set(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", (8, 6), (i, i, i)).save(folder / f"frame_{i + 1:06d}.png")
+    (folder / "timestamps.txt").write_text("# timestamp format v2\n" + "".join(f"{i * 40}\n" for i in range(count)))
+
+
+def test_frames_into_a_folder_that_holds_frames(clips: Path, tmp_path: Path, capsys) -> None:
+    frames = tmp_path / "frames"
+    _frame_set(frames, 30)  # an older, longer set
+    before = sorted(p.name for p in frames.iterdir())
+    code, report, err = upscale(capsys, clips / "vfr.mkv", "-o", frames, "--frames")
+    assert code == 1 and "already holds 30 frames" in report["files"][0]["message"] and "--overwrite" in err
+    assert sorted(p.name for p in frames.iterdir()) == before  # untouched
+    code, report, err = upscale(capsys, clips / "vfr.mkv", "-o", frames, "--frames", "--overwrite")
+    assert code == 0, err
+    pngs = sorted(frames.glob("*.png"))
+    assert len(pngs) == 18 == len(stamps_of(frames))  # replaced whole: no stale frame 19..30
+    assert Image.open(pngs[-1]).size == (64, 48)
+    assert not list(tmp_path.glob(".frames*"))  # no work or old folder left beside it
+    # The job's own earlier result is redone without --overwrite (the journal says whose it is).
+    code, _, err = upscale(capsys, clips / "vfr.mkv", "-o", frames, "--frames")
+    assert code == 0, err
+    # A folder holding anything else is never replaced.
+    (frames / "notes.txt").write_text("mine")
+    code, report, _ = upscale(capsys, clips / "vfr.mkv", "-o", frames, "--frames", "--overwrite")
+    assert code == 1 and "not frames (notes.txt)" in report["files"][0]["message"]
+    assert (frames / "notes.txt").read_text() == "mine"
+
+
+def test_encoder_stderr_is_read_by_one_thread(tmp_path: Path, monkeypatch) -> None:
+    """Aborting an encoder mid-stream leaves its stderr reader to finish on its own (no 'closed file' error)."""
+    from srcli.io.video import ColorTags, EncodeSettings, SegmentEncoder
+
+    failures: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: failures.append(args.exc_value))
+    settings = EncodeSettings("libx264", "yuv420p", 18, None, ColorTags("tv", "bt709", "bt709", "bt709"))
+    for _ in range(3):
+        enc = SegmentEncoder(tmp_path / "seg.nut", 32, 24, 8, Fraction(1, 10), settings)
+        enc.write(0, np.zeros((24, 32, 3), np.uint8))
+        enc.abort()
+        enc._stderr.join()
+    assert failures == [] and not (tmp_path / "seg.nut").exists()

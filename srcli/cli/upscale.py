@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -158,7 +157,12 @@ def upscale_cmd(
         ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be done and write nothing.")] = False,
-    fail_fast: Annotated[bool, typer.Option("--fail-fast", help="Stop at the first file that fails (a file refused at planning: before any work).")] = False,
+    fail_fast: Annotated[
+        bool,
+        typer.Option(
+            "--fail-fast", help="Stop at the first file that fails (a file refused at planning: before any work)."
+        ),
+    ] = False,
     device: Annotated[
         str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps.")
     ] = "auto",
@@ -244,7 +248,11 @@ def upscale_cmd(
     ] = 60.0,
     fps: Annotated[
         str | None,
-        typer.Option("--fps", help="Frame rate of a folder of frames (24, 29.97, 30000/1001).", rich_help_panel=_V),
+        typer.Option(
+            "--fps",
+            help="Frame rate of a folder of frames without timestamps.txt (24, 29.97, 30000/1001); refused with one.",
+            rich_help_panel=_V,
+        ),
     ] = None,
 ) -> None:
     """Super-resolve images: files, folders (-r for their whole tree) and glob patterns; videos too.
@@ -426,7 +434,7 @@ def _is_video_job(inputs: list[str], output: Path, *, video: bool, frames: bool)
 
 
 class _VideoRichEvents:
-    """A progress bar in frames, with the frame rate and the time left."""
+    """A progress bar in frames, with the frame rate and the time left (``srcli.pipeline.video.VideoEvents``)."""
 
     def __init__(self, progress: Any) -> None:
         self.progress = progress
@@ -454,6 +462,9 @@ class _VideoRichEvents:
         elapsed = time.perf_counter() - self.started_at
         rate = (done - self.first_done) / elapsed if elapsed > 0 else 0.0
         self.progress.update(self.task, completed=done, rate=f"{rate:.2f} fps")
+
+    def segment_done(self, report: Any, segments: int) -> None:
+        """Nothing to show: the bar already counts the frames."""
 
     def file_finished(self, report: Any) -> None:
         if report.status == "done":
@@ -488,34 +499,31 @@ def _render_video_summary(report: Any) -> None:
         err_console.print("[yellow]interrupted: run the same command with --resume to continue[/yellow]")
 
 
-def _video_cmd(inputs: list[str], options: Any, as_json: bool) -> None:
-    """Run the video job with a progress bar (or JSON), mapping its report to the exit code."""
-    from srcli.pipeline.video import plan_video_job, run_video_job
+def _video_cmd(inputs: list[str], options: Any, as_json: bool, dry_run: bool = False) -> None:
+    """Plan the video job (before anything loads), print the plan for ``--dry-run``, or run it with a progress bar
+    (or JSON); the report's exit code becomes the command's."""
+    from srcli.pipeline.video import plan_video_job, report_for_video_plan, run_video_job
 
-    loaded = None
-    planned = plan_video_job(inputs, options)
-    if not options.dry_run and any(p.report.status == "planned" for p in planned):
-        loaded = _load_with_progress(options)
+    plan = plan_video_job(inputs, options, create_folders=not dry_run)
+    for notice in plan.notices:
+        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+    if dry_run:
+        report = report_for_video_plan(plan)
+        if as_json:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            _render_plan(report)
+        if report.exit_code:
+            raise typer.Exit(report.exit_code)
+        return
+    resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.to_run))
     progress = _progress("frames {task.fields[rate]}", as_json)
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def _terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:  # not the main thread
-        previous = None
-    try:
-        with progress:
-            report = run_video_job(inputs, options, events=_VideoRichEvents(progress), loaded=loaded)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    # SIGTERM arrives as srcli.errors.Terminated (srcli.cli.main): the segment in progress is removed, complete
+    # ones stay, and the run exits 143.
+    with progress:
+        report = run_video_job(plan, events=_VideoRichEvents(progress), resolved=resolved, loaded=loaded)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
-    elif options.dry_run:
-        _render_plan(report)
     else:
         _render_video_summary(report)
     if report.exit_code:

@@ -1,23 +1,30 @@
-"""Video files through ffmpeg pipes: probe, decode raw frames with their timestamps, encode segments, mux.
+"""Video files: probe and decode with PyAV, encode segments and mux with the ffmpeg binary.
 
-ffmpeg is the binary bundled with ``imageio-ffmpeg`` (no system ffmpeg needed; ``IMAGEIO_FFMPEG_EXE``
-points elsewhere). It has no ffprobe, so streams are read from the header dump of ``ffmpeg -i`` and
-packet timing from ``-f framecrc`` with ``-c copy`` (a demux-only pass, no decoding).
+Two FFmpeg builds are used, each where it is the simplest route:
+
+- **PyAV** (the ``av`` package, FFmpeg's libraries in-process) reads: container and stream facts
+  (codecs, sizes, pixel formats, colour tags, frame rates, time bases, declared frame counts and
+  durations, chapters, dispositions) come back as data; the demux-only pass gives every packet's
+  timestamp and duration; decoding gives each picture with its timestamp, converted to packed RGB
+  by a libavfilter graph in the same call (autorotation included). Nothing is parsed from text.
+- **The ffmpeg binary** bundled with ``imageio-ffmpeg`` (``IMAGEIO_FFMPEG_EXE`` points elsewhere)
+  writes: it encodes the segments (the RGB -> YUV conversion, colour tags and the encoder in one
+  process, at a lower CPU priority than the model) and muxes them (concat with stream copy, the
+  source's audio, subtitles, chapters and metadata copied or transcoded, in one command). Its encoder
+  list is the one asked about ``--codec`` / ``--pix-fmt`` (``encoder_pixel_formats``): PyAV's wheel
+  is another build with other encoders (no 10-bit VP9, no libaom), so it cannot answer for the binary.
 
 Frames travel as packed RGB, 8 bits (``rgb24``) or 16 bits (``rgb48le``) per sample, and never touch
-the disk. Timestamps are carried exactly, so variable frame rate survives:
-
-- decoding: ``-copyts -fps_mode passthrough`` keeps every decoded frame once, at its stream
-  timestamp; a ``showinfo`` filter at the end of the chain logs each frame's pts (and size) on stderr
-  before its bytes reach stdout, in the same order;
-- encoding: frames go into ffmpeg as an IVF stream (a 32-byte header, then a 12-byte size + pts
-  header per frame) of raw RGB, which carries one 64-bit timestamp per frame in any time base;
-  ``-enc_time_base`` keeps the source's, so nothing is rounded to a guessed frame rate.
+the disk. Timestamps are carried exactly, so variable frame rate survives: decoded frames keep
+their stream pts; the encoder is fed an IVF stream (a 32-byte header, then a 12-byte size + pts
+header per frame) of raw RGB, which carries one 64-bit timestamp per frame in any time base, and
+``-enc_time_base`` keeps the source's. IVF has no frame durations, so ``mux`` sets the duration of
+the last frame (a GIF's held last frame, a truncated source's declared end) with the ``setts``
+bitstream filter.
 
 Encoded video is written in NUT segments (NUT keeps any time base and takes every codec used here;
-VP8/VP9 go in Matroska, see ``EncodeSettings.segment_format``);
-``mux`` joins them with the concat demuxer (explicit durations, so the joins fall on the source's
-timestamps) and adds the source's audio, subtitles and chapters.
+VP8/VP9 go in Matroska, see ``EncodeSettings.segment_format``); ``mux`` joins them with the concat
+demuxer (explicit durations, so the joins fall on the source's timestamps).
 """
 
 from __future__ import annotations
@@ -35,11 +42,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from queue import Queue
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
+from srcli.atomic import write_text
 from srcli.errors import SrcliError
 
 log = logging.getLogger("srcli.video")
@@ -116,15 +123,7 @@ _SCALE_MATRIX = {
     "bt2020c": "bt2020",
     "fcc": "fcc",
 }
-_RANGES = {"tv", "pc"}
-_MATRICES = set(_SCALE_MATRIX) | {"gbr", "ycgco", "unknown", "ictcp", "chroma-derived-nc", "chroma-derived-c"}
-_PRIMARIES = {"bt709", "bt470m", "bt470bg", "smpte170m", "smpte240m", "film", "bt2020", "smpte428", "smpte431"}
-_PRIMARIES |= {"smpte432", "jedec-p22", "ebu3213"}
-_TRANSFERS = {"bt709", "gamma22", "gamma28", "smpte170m", "smpte240m", "linear", "log100", "log316", "bt1361e"}
-_TRANSFERS |= {"iec61966-2-4", "iec61966-2-1", "bt2020-10", "bt2020-12", "smpte2084", "smpte428", "arib-std-b67"}
 IVF_TAGS = {8: b"RGB\x18", 16: b"RGB0"}  # ffmpeg's raw tags for rgb24 and rgb48le ("RGB" + bits per pixel)
-PIPE_FORMATS = {8: "rgb24", 16: "rgb48le"}
-_NOPTS = -(2**63)  # AV_NOPTS_VALUE as framecrc prints it
 
 
 class VideoError(SrcliError):
@@ -147,8 +146,8 @@ def ffmpeg_exe() -> str:
         raise VideoError(f"no ffmpeg binary available: {exc}") from None
 
 
-#: Niceness of the decoder and encoder processes: the model's threads (or the one feeding the GPU) come first,
-#: ffmpeg takes the rest of the CPU; with bounded queues it only needs to keep pace.
+#: Niceness of the encoder process and of the decoding thread: the model's threads (or the one feeding the GPU)
+#: come first; with bounded queues the others only need to keep pace.
 FFMPEG_NICE = 5
 
 
@@ -156,6 +155,17 @@ def lower_priority(proc: subprocess.Popen[bytes]) -> None:
     """Lower ``proc``'s CPU priority (POSIX; best effort, right after start so its threads inherit it)."""
     with contextlib.suppress(AttributeError, OSError):
         os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + FFMPEG_NICE)
+
+
+def lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux, where a thread id takes a nice value of its own; threads
+    it starts afterwards, such as a decoder's, inherit it). Best effort, a no-op elsewhere."""
+    native = getattr(threading, "get_native_id", None)
+    if native is None or not hasattr(os, "setpriority"):
+        return
+    with contextlib.suppress(OSError):
+        tid = native()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + FFMPEG_NICE)
 
 
 def _run(args: list[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -169,7 +179,7 @@ def _run(args: list[str], *, timeout: float | None = None) -> subprocess.Complet
 
 
 def _last_error(stderr: str, path: str | Path | None = None) -> str:
-    """The most telling line of ffmpeg's stderr: the last error-looking one, without the path prefix."""
+    """The most telling line of an ffmpeg error log: the last error-looking one, without the path prefix."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     noise = ("Exiting with exit code", "At least one output file", "Conversion failed")
     lines = [ln for ln in lines if not ln.startswith(noise)]
@@ -183,12 +193,49 @@ def _last_error(stderr: str, path: str | Path | None = None) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+class StderrTail:
+    """The last lines a child process wrote to its stderr, read by a thread that owns the pipe.
+
+    Only the reading thread ever touches (and finally closes) the pipe; other threads wait for it with
+    ``join`` and read ``text``. (Closing the pipe from another thread while the reader sat in ``read`` is
+    what raised ``ValueError: I/O operation on closed file`` there now and then.)
+    """
+
+    def __init__(self, stream: IO[bytes], name: str, lines: int = 40) -> None:
+        self._lines: deque[bytes] = deque(maxlen=lines)
+        self._stream = stream
+        self._thread = threading.Thread(target=self._read, daemon=True, name=name)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for raw in self._stream:
+                self._lines.append(raw)
+        except (OSError, ValueError):  # the process died mid-line
+            pass
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.close()
+
+    def join(self, timeout: float | None = 10) -> None:
+        """Wait until the child closed its end (it exited) and every line is in."""
+        self._thread.join(timeout)
+
+    def text(self) -> str:
+        """What was read so far, decoded."""
+        return b"".join(list(self._lines)).decode("utf-8", "replace")
+
+
 @lru_cache(maxsize=16)
 def encoder_pixel_formats(encoder: str) -> tuple[str, ...]:
-    """Pixel formats ``encoder`` accepts (empty when ffmpeg does not list them); ``VideoError`` if unknown."""
+    """Pixel formats the binary's ``encoder`` accepts (empty when not listed); ``VideoError`` if it has none.
+
+    Asked of the binary (``ffmpeg -h encoder=NAME``, its help text on stdout) because the binary encodes;
+    PyAV's libraries are another build with other encoders and formats.
+    """
     proc = _run(["-h", f"encoder={encoder}"])
     text = proc.stdout.decode("utf-8", "replace") + proc.stderr.decode("utf-8", "replace")
-    if f"Encoder {encoder} [" not in text and not re.search(rf"Encoder {re.escape(encoder)}\b", text):
+    if not re.search(rf"Encoder {re.escape(encoder)}\b", text):
         raise VideoError(f"--codec {encoder}: this ffmpeg has no such encoder")
     match = re.search(r"Supported pixel formats:([^\n]*)", text)
     return tuple(match.group(1).split()) if match else ()
@@ -208,6 +255,57 @@ def pixel_format_bits(pix_fmt: str | None) -> int:
 
 # ------------------------------------------------------------------------------------------------ probing
 
+# ITU-T H.273 code points (what FFmpeg's AVColor* enums hold) -> FFmpeg's names for them.
+_RANGE_NAMES = {1: "tv", 2: "pc"}
+_PRIMARIES_NAMES = {
+    1: "bt709",
+    4: "bt470m",
+    5: "bt470bg",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "film",
+    9: "bt2020",
+    10: "smpte428",
+    11: "smpte431",
+    12: "smpte432",
+    22: "ebu3213",
+}
+_TRANSFER_NAMES = {
+    1: "bt709",
+    4: "gamma22",
+    5: "gamma28",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "linear",
+    9: "log100",
+    10: "log316",
+    11: "iec61966-2-4",
+    12: "bt1361e",
+    13: "iec61966-2-1",
+    14: "bt2020-10",
+    15: "bt2020-12",
+    16: "smpte2084",
+    17: "smpte428",
+    18: "arib-std-b67",
+}
+_MATRIX_NAMES = {
+    0: "gbr",
+    1: "bt709",
+    4: "fcc",
+    5: "bt470bg",
+    6: "smpte170m",
+    7: "smpte240m",
+    8: "ycgco",
+    9: "bt2020nc",
+    10: "bt2020c",
+    11: "smpte2085",
+    12: "chroma-derived-nc",
+    13: "chroma-derived-c",
+    14: "ictcp",
+}
+# Disposition flags (AV_DISPOSITION_*).
+_DEFAULT, _ATTACHED_PIC = 0x1, 0x400
+
 
 @dataclass(frozen=True)
 class ColorTags:
@@ -221,7 +319,7 @@ class ColorTags:
 
 @dataclass(frozen=True)
 class Stream:
-    """One stream of a media file, as ``ffmpeg -i`` describes it."""
+    """One stream of a media file, as its container and codec parameters describe it."""
 
     index: int
     kind: str  # video, audio, subtitle, data, attachment
@@ -237,11 +335,18 @@ class Stream:
     fps: Fraction | None = None
     color: ColorTags = ColorTags()
     sample_rate: int | None = None
+    time_base: Fraction | None = None
+    #: Frames the container says the stream holds (MP4/MOV sample tables, AVI headers); ``None``: not said.
+    declared_frames: int | None = None
+    #: The stream's duration as the container states it, in seconds; ``None``: not stated.
+    declared_seconds: float | None = None
+    #: False when this FFmpeg has no decoder for ``codec``.
+    decodable: bool = True
 
 
 @dataclass(frozen=True)
 class MediaInfo:
-    """What ``ffmpeg -i`` says about a file."""
+    """What a media file's container says about it."""
 
     path: Path
     format: str
@@ -260,106 +365,24 @@ class MediaInfo:
         return [s for s in self.streams if s.kind == kind and not s.attached_pic]
 
 
-_STREAM_RE = re.compile(
-    r"^\s*Stream #0:(\d+)(?:\[0x[0-9a-fA-F]+\])?(?:\(([^)]*)\))?: (Video|Audio|Subtitle|Data|Attachment): (.*)$"
-)
-
-
-def _split_top(text: str) -> list[str]:
-    """Split on ", " outside parentheses and brackets."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        if ch in "([":
-            depth += 1
-        elif ch in ")]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:i].strip())
-            start = i + 1
-    parts.append(text[start:].strip())
-    return [p for p in parts if p]
-
-
-def _rate(text: str) -> Fraction | None:
-    """'23.98' / '25' / '90k' -> Fraction (23.98 -> 24000/1001, 29.97 -> 30000/1001)."""
-    mult = 1000 if text.endswith("k") else 1
+def _av() -> Any:
+    """The ``av`` module (PyAV), with FFmpeg's own log lines kept off the terminal (errors come as exceptions)."""
     try:
-        value = float(text.rstrip("k")) * mult
-    except ValueError:
-        return None
-    if value != int(value):
-        # ffmpeg prints NTSC rates (N*1000/1001) rounded to two decimals.
-        ntsc = Fraction(round(value * 1.001) * 1000, 1001)
-        if abs(float(ntsc) - value) < 0.006:
-            return ntsc
-    return Fraction(value).limit_denominator(1000)
+        import av
+    except ImportError:  # pragma: no cover - a declared dependency
+        raise VideoError("video needs the PyAV package: pip install av") from None
+    return av
 
 
-def parse_color(paren: str) -> ColorTags:
-    """The parenthesised part after the pixel format: ``(tv, bt709, progressive)``, ``(pc, bt470bg/bt709/...)``."""
-    tags: dict[str, str | None] = {"range": None, "matrix": None, "primaries": None, "transfer": None}
-    for token in (t.strip() for t in paren.split(",")):
-        if token in _RANGES:
-            tags["range"] = token
-        elif "/" in token:
-            parts = token.split("/")
-            if len(parts) == 3:
-                for key, value in zip(("matrix", "primaries", "transfer"), parts, strict=True):
-                    tags[key] = None if value in ("unknown", "reserved", "unspecified") else value
-        elif token in _MATRICES or token in _PRIMARIES or token in _TRANSFERS:
-            # One name stands for all three when they agree.
-            tags["matrix"] = token if token in _MATRICES else None
-            tags["primaries"] = token if token in _PRIMARIES else None
-            tags["transfer"] = token if token in _TRANSFERS else None
-    return ColorTags(**tags)
+def _av_reason(exc: BaseException) -> str:
+    """PyAV's error as one short clause (``Invalid data found when processing input``)."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return " ".join(str(text).split()) or type(exc).__name__
 
 
-def _parse_stream(match: re.Match[str]) -> Stream:
-    index, language, kind, rest = int(match.group(1)), match.group(2), match.group(3).lower(), match.group(4)
-    default = "(default)" in rest
-    attached = "(attached pic)" in rest
-    rest = re.sub(
-        r"\s*\((default|attached pic|forced|dub|original|comment|lyrics|karaoke|hearing impaired|"
-        r"visual impaired|clean effects|captions|descriptions|metadata|dependent|still image)\)",
-        "",
-        rest,
-    )
-    parts = _split_top(rest)
-    codec = parts[0].split(" ")[0] if parts else "none"
-    info: dict[str, object] = {}
-    if kind == "video":
-        for part in parts[1:]:
-            fmt = re.match(r"^([a-z0-9_]+)(?:\((.*)\))?$", part)
-            size = re.match(r"^(\d+)x(\d+)(?: \[SAR (\d+):(\d+) DAR \d+:\d+\])?", part)
-            if size:
-                info["width"], info["height"] = int(size.group(1)), int(size.group(2))
-                if size.group(3) and int(size.group(4)):
-                    info["sar"] = Fraction(int(size.group(3)), int(size.group(4)))
-            elif part.endswith(" fps"):
-                info["fps"] = _rate(part[:-4])
-            elif fmt and "pix_fmt" not in info and not part.endswith(("tbr", "tbn", "tbc", "kb/s")):
-                info["pix_fmt"] = fmt.group(1)
-                if fmt.group(2):
-                    info["color"] = parse_color(fmt.group(2))
-    elif kind == "audio":
-        for part in parts[1:]:
-            hz = re.match(r"^(\d+) Hz$", part)
-            if hz:
-                info["sample_rate"] = int(hz.group(1))
-    return Stream(
-        index=index,
-        kind=kind,
-        codec=codec,
-        description=rest.strip(),
-        language=language if language and language != "und" else None,
-        default=default,
-        attached_pic=attached,
-        **info,  # type: ignore[arg-type]
-    )
-
-
-def probe(path: str | Path) -> MediaInfo:
-    """Streams, duration and chapters of ``path``; ``VideoError("<path>: <cause>")`` when ffmpeg cannot read it."""
+def open_container(path: str | Path) -> Any:
+    """Open ``path`` for reading with PyAV; ``VideoError("<path>: <cause>")`` when it cannot be read."""
+    av = _av()
     path = Path(path)
     if not path.exists():
         raise VideoError(f"{path}: no such file")
@@ -367,21 +390,100 @@ def probe(path: str | Path) -> MediaInfo:
         raise VideoError(f"{path}: is a folder, not a video")
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
-    proc = _run(["-i", str(path)], timeout=120)
-    text = proc.stderr.decode("utf-8", "replace")
-    head = re.search(r"^Input #0, ([^,]+(?:,[^ ]+)*), from ", text, re.M)
-    if head is None:
-        raise VideoError(f"{path}: not a video ffmpeg can read ({_last_error(text, path)})")
-    duration, start = None, 0.0
-    dur = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", text)
-    if dur:
-        duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3))
-    st = re.search(r"start: (-?\d+(?:\.\d+)?)", text)
-    if st:
-        start = float(st.group(1))
-    streams = tuple(_parse_stream(m) for m in (_STREAM_RE.match(ln) for ln in text.splitlines()) if m)
-    chapters = len(re.findall(r"^\s*Chapter #0:\d+:", text, re.M))
-    return MediaInfo(path, head.group(1), duration, start, streams, chapters)
+    try:
+        return av.open(str(path), "r")
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"{path}: not a video this ffmpeg can read ({_av_reason(exc)})") from None
+    except (OSError, ValueError) as exc:
+        raise VideoError(f"{path}: cannot be opened ({_av_reason(exc)})") from None
+
+
+def _tag_seconds(text: str | None) -> float | None:
+    """Matroska's per-stream ``DURATION`` tag (``00:00:01.000000000``) in seconds."""
+    match = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", (text or "").strip())
+    if not match:
+        return None
+    return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+
+
+def _has_decoder(codec: str) -> bool:
+    av = _av()
+    try:
+        av.codec.Codec(codec, "r")
+    except (av.codec.codec.UnknownCodecError, ValueError):
+        return False
+    return True
+
+
+def _stream_of(s: Any) -> Stream:
+    """A PyAV stream as a ``Stream`` record."""
+    kind = s.type if s.type in ("video", "audio", "subtitle", "data", "attachment") else "data"
+    cc = None
+    with contextlib.suppress(Exception):
+        cc = s.codec_context
+    codec = (getattr(cc, "name", None) if cc is not None else None) or "none"
+    if codec == "none" and kind == "attachment":
+        codec = str(s.metadata.get("mimetype", "attachment"))
+    disposition = int(getattr(s, "disposition", 0) or 0)
+    language = s.metadata.get("language")
+    tb = Fraction(s.time_base) if s.time_base else None
+    declared_frames = int(s.frames) if getattr(s, "frames", 0) else None
+    declared_seconds = None
+    if s.duration and tb is not None:
+        declared_seconds = float(s.duration * tb)
+    else:
+        declared_seconds = _tag_seconds(s.metadata.get("DURATION") or s.metadata.get("duration"))
+    info: dict[str, Any] = {}
+    if kind == "video" and cc is not None:
+        fmt = getattr(cc, "pix_fmt", None)
+        info["width"], info["height"] = (cc.width or None), (cc.height or None)
+        info["pix_fmt"] = fmt
+        sar = cc.sample_aspect_ratio
+        if sar and sar.numerator and sar.denominator and Fraction(sar) != 1:
+            info["sar"] = Fraction(sar)
+        rate = s.average_rate or s.guessed_rate or s.base_rate
+        info["fps"] = Fraction(rate) if rate else None
+        # 2 is "unspecified" for every tag (and 0, except for the matrix, where it means RGB): left out.
+        colorspace = getattr(cc, "colorspace", None)
+        info["color"] = ColorTags(
+            range=_RANGE_NAMES.get(int(getattr(cc, "color_range", 0) or 0)),
+            matrix=_MATRIX_NAMES.get(2 if colorspace is None else int(colorspace)),
+            primaries=_PRIMARIES_NAMES.get(int(getattr(cc, "color_primaries", 0) or 0)),
+            transfer=_TRANSFER_NAMES.get(int(getattr(cc, "color_trc", 0) or 0)),
+        )
+        description = f"{codec}, {fmt or 'unknown pixel format'}, {cc.width}x{cc.height}"
+    elif kind == "audio" and cc is not None:
+        info["sample_rate"] = cc.sample_rate or None
+        description = f"{codec}, {cc.sample_rate} Hz"
+    else:
+        description = codec
+    return Stream(
+        index=s.index,
+        kind=kind,
+        codec=codec,
+        description=description,
+        language=language if language and language != "und" else None,
+        default=bool(disposition & _DEFAULT),
+        attached_pic=bool(disposition & _ATTACHED_PIC),
+        time_base=tb,
+        declared_frames=declared_frames,
+        declared_seconds=declared_seconds,
+        decodable=_has_decoder(codec) if kind in ("video", "audio") else True,
+        **info,
+    )
+
+
+def probe(path: str | Path) -> MediaInfo:
+    """Streams, duration and chapters of ``path`` (headers only); ``VideoError("<path>: <cause>")`` if unreadable."""
+    path = Path(path)
+    with open_container(path) as container:
+        streams = tuple(_stream_of(s) for s in container.streams)
+        chapters = 0
+        with contextlib.suppress(AttributeError, Exception):
+            chapters = len(container.chapters())
+        duration = container.duration / 1_000_000 if container.duration else None
+        start = container.start_time / 1_000_000 if container.start_time else 0.0
+        return MediaInfo(path, container.format.name, duration, start, streams, chapters)
 
 
 @dataclass
@@ -391,6 +493,8 @@ class StreamTiming:
     time_base: Fraction
     pts: list[int] = field(default_factory=list)  # every packet's pts, in presentation order (video only)
     count: int = 0
+    #: Packets the demuxer flagged as damaged (cut short, failed checksum).
+    corrupt: int = 0
     first: int | None = None
     end: int | None = None  # max(pts + duration)
 
@@ -402,66 +506,51 @@ class StreamTiming:
         return float((self.end - self.first) * self.time_base)
 
 
-def packet_timing(path: str | Path, streams: list[int]) -> list[StreamTiming]:
+@dataclass
+class PacketScan:
+    """What a demux-only pass found: per requested stream its ``StreamTiming``, and why it stopped early, if it did."""
+
+    timings: list[StreamTiming]
+    #: The demuxer's error when reading stopped before the end of the file (damaged data), else ``None``.
+    error: str | None = None
+
+
+def packet_timing(path: str | Path, streams: list[int]) -> PacketScan:
     """Demux (no decoding) the streams with these indexes; per stream its packets' timing.
 
-    ``-copyts`` keeps the file's own timestamps; video pts are kept one by one (sorted, de-duplicated)
-    for frame counting and gap detection, other streams only their extent.
+    Video pts are kept one by one (sorted, de-duplicated) for frame counting and gap detection, other
+    streams only their extent. Packets without pts (AVI, raw streams) count at their dts. Packets the
+    demuxer flags as discarded (before an edit list's start) are not counted.
     """
-    if not streams:
-        return []
-    args = ["-loglevel", "error", "-copyts", "-i", str(path)]
-    for index in streams:
-        args += ["-map", f"0:{index}"]
-    args += ["-c", "copy", "-f", "framecrc", "-"]
-    proc = subprocess.Popen(
-        [ffmpeg_exe(), "-nostdin", "-hide_banner", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    av = _av()
+    path = Path(path)
     timings: dict[int, StreamTiming] = {}
-    keep_pts: set[int] = set()
-    stderr_tail: deque[bytes] = deque(maxlen=20)
-    drain = threading.Thread(target=lambda: stderr_tail.extend(proc.stderr or []), daemon=True)
-    drain.start()
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.decode("ascii", "replace")
-        if line.startswith("#"):
-            tb = re.match(r"#tb (\d+): (\d+)/(\d+)", line)
-            if tb:
-                timings[int(tb.group(1))] = StreamTiming(Fraction(int(tb.group(2)), int(tb.group(3))))
-            kind = re.match(r"#media_type (\d+): video", line)
-            if kind:
-                keep_pts.add(int(kind.group(1)))
-            continue
-        fields_ = line.split(",")
-        if len(fields_) < 5:
-            continue
+    error = None
+    with open_container(path) as container:
+        chosen = [container.streams[i] for i in streams]
+        keep_pts = {s.index for s in chosen if s.type == "video"}
+        for s in chosen:
+            timings[s.index] = StreamTiming(Fraction(s.time_base) if s.time_base else Fraction(1, 1000))
         try:
-            idx, dts, pts, dur = int(fields_[0]), int(fields_[1]), int(fields_[2]), int(fields_[3])
-        except ValueError:
-            continue
-        if pts == _NOPTS:  # AVI and raw streams: packets carry decode times only
-            pts = dts
-        t = timings.get(idx)
-        if t is None:
-            continue
-        t.count += 1
-        t.first = pts if t.first is None else min(t.first, pts)
-        t.end = pts + dur if t.end is None else max(t.end, pts + dur)
-        if idx in keep_pts:
-            t.pts.append(pts)
-    proc.wait()
-    drain.join(timeout=5)
-    if proc.returncode != 0:
-        message = _last_error(b"".join(stderr_tail).decode("utf-8", "replace"), path)
-        raise VideoError(f"{path}: cannot read the packets ({message})")
+            for packet in container.demux(chosen):
+                pts = packet.pts if packet.pts is not None else packet.dts
+                if pts is None:
+                    continue  # the flush packet at the end
+                if getattr(packet, "is_discard", False):
+                    continue
+                t = timings[packet.stream.index]
+                t.count += 1
+                t.corrupt += bool(getattr(packet, "is_corrupt", False))
+                duration = int(packet.duration or 0)
+                t.first = pts if t.first is None else min(t.first, pts)
+                t.end = pts + duration if t.end is None else max(t.end, pts + duration)
+                if packet.stream.index in keep_pts:
+                    t.pts.append(pts)
+        except av.error.FFmpegError as exc:
+            error = _av_reason(exc)
     for i in keep_pts:
-        if i in timings:
-            timings[i].pts = sorted(set(timings[i].pts))
-    return [timings.get(i, StreamTiming(Fraction(1, 1000))) for i in range(len(streams))]
+        timings[i].pts = sorted(set(timings[i].pts))
+    return PacketScan([timings[i] for i in streams], error)
 
 
 # ----------------------------------------------------------------------------------------------- colour
@@ -505,49 +594,7 @@ def output_colour(source: ColorTags, src_size: tuple[int, int], out_size: tuple[
 
 # -------------------------------------------------------------------------------------------------- decode
 
-
-class _StderrWatcher:
-    """Reads an ffmpeg's stderr in a thread: showinfo frame lines into a queue, errors kept for messages."""
-
-    _FRAME = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(-?\d+)\b.*?\bs:(\d+)x(\d+)")
-    _TB = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)")
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self.frames: Queue[tuple[int, int, int] | None] = Queue()
-        self.time_base: Fraction | None = None
-        self.frame_rate: Fraction | None = None
-        self.errors: deque[str] = deque(maxlen=50)
-        self.error_count = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True, name="srcli-ffmpeg-stderr")
-        self._thread.start()
-
-    def _read(self, stream: IO[bytes]) -> None:
-        try:
-            for raw in stream:
-                line = raw.decode("utf-8", "replace").rstrip()
-                if "Parsed_showinfo" in line:
-                    frame = self._FRAME.search(line)
-                    if frame:
-                        self.frames.put((int(frame.group(2)), int(frame.group(3)), int(frame.group(4))))
-                        continue
-                    tb = self._TB.search(line)
-                    if tb:
-                        self.time_base = Fraction(int(tb.group(1)), int(tb.group(2)))
-                        if int(tb.group(4)):
-                            self.frame_rate = Fraction(int(tb.group(3)), int(tb.group(4)))
-                    continue
-                if "[error]" in line or "[fatal]" in line:
-                    self.error_count += 1
-                    self.errors.append(re.sub(r"^\[[^\]]+\]\s*", "", line).replace("[error] ", "").strip())
-        finally:
-            self.frames.put(None)
-
-    def last_error(self) -> str:
-        return self.errors[-1] if self.errors else "ffmpeg failed without a message"
-
-    def join(self) -> None:
-        self._thread.join(timeout=10)
+PIPE_FORMATS = {8: "rgb24", 16: "rgb48le"}
 
 
 @dataclass
@@ -558,12 +605,20 @@ class DecodedFrame:
     rgb: np.ndarray
 
 
-class FrameReader:
-    """Decode the video stream ``stream`` of ``path`` into packed RGB frames with their timestamps.
+def rotation_filters(degrees: float) -> list[tuple[str, str]]:
+    """The filters that turn a picture stored with a display matrix of ``degrees`` (counter-clockwise) upright."""
+    turn = round(degrees / 90) % 4
+    return {0: [], 1: [("transpose", "cclock")], 2: [("hflip", ""), ("vflip", "")], 3: [("transpose", "clock")]}[turn]
 
-    ``bits`` (8 or 16) picks rgb24 or rgb48le. ``seek`` (seconds, source timeline) starts decoding
-    near a later point (frames before it are dropped by ffmpeg; callers drop by pts what precedes
-    their exact resume point). Iterate ``frames()``; ``time_base`` is known from the first frame on.
+
+class FrameReader:
+    """Decode the video stream ``stream`` of ``path`` into packed RGB frames with their timestamps (PyAV).
+
+    ``bits`` (8 or 16) picks rgb24 or rgb48le; ``matrix`` and ``in_range`` say how the source's YUV
+    becomes RGB (the ``scale`` filter's names). Pictures stored turned (a display matrix) come out upright.
+    ``seek`` (seconds, source timeline) starts decoding at the keyframe before that point; callers drop
+    by pts what precedes their exact resume point. A packet the decoder rejects is counted in
+    ``error_count`` (its picture is then missing from ``frames()``), and decoding goes on.
     """
 
     def __init__(
@@ -578,84 +633,110 @@ class FrameReader:
     ) -> None:
         self.path = Path(path)
         self.bits = bits
-        pix = PIPE_FORMATS[bits]
-        chain = (
-            f"scale=in_color_matrix={matrix}:in_range={in_range}:flags=bicubic+accurate_rnd+full_chroma_int,"
-            f"format={pix},showinfo=checksum=0"
-        )
-        args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"]
-        if seek is not None and seek > 0:
-            args += ["-ss", f"{seek:.6f}"]
-        args += ["-copyts", "-i", str(self.path), "-map", f"0:{stream}", "-an", "-sn", "-dn"]
-        args += ["-vf", chain, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", pix, "pipe:1"]
-        self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        lower_priority(self._proc)
-        assert self._proc.stderr is not None
-        self._watch = _StderrWatcher(self._proc.stderr)
+        self._matrix, self._range = matrix, in_range
+        self._container = open_container(self.path)
+        self._stream = self._container.streams[stream]
+        # Slice threads only: with frame threads a rejected packet can take the frames decoding beside it down
+        # silently (no error, fewer pictures), and every lost picture must be seen. Decoding is far faster
+        # than any model, so it still keeps pace.
+        self._stream.thread_type = "SLICE"
+        self.time_base = Fraction(self._stream.time_base) if self._stream.time_base else Fraction(1, 1000)
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        self.frame_rate = Fraction(rate) if rate else None
+        self.error_count = 0
+        self._errors: deque[str] = deque(maxlen=50)
+        self._seek = seek
         self._closed = False
-
-    @property
-    def time_base(self) -> Fraction | None:
-        """The decoded frames' time base (from the filter graph)."""
-        return self._watch.time_base
-
-    @property
-    def frame_rate(self) -> Fraction | None:
-        """The stream's nominal frame rate as the decoder sees it."""
-        return self._watch.frame_rate
-
-    @property
-    def error_count(self) -> int:
-        """Error lines ffmpeg logged while decoding (damaged data it concealed or dropped)."""
-        return self._watch.error_count
+        self._released = False
+        #: The thread that made the reader and iterates ``frames()``: only it may close the container (PyAV
+        #: objects are not thread-safe); ``close`` from any other thread only asks it to stop.
+        self._owner = threading.get_ident()
 
     @property
     def errors(self) -> list[str]:
-        """The last error lines ffmpeg logged."""
-        return list(self._watch.errors)
+        """The last decoding errors (one clause each)."""
+        return list(self._errors)
+
+    def _graph(self, frame: Any) -> Any:
+        av = _av()
+        graph = av.filter.Graph()
+        nodes = [
+            graph.add_buffer(
+                width=frame.width, height=frame.height, format=frame.format.name, time_base=self._stream.time_base
+            )
+        ]
+        chain = rotation_filters(getattr(frame, "rotation", 0) or 0)
+        chain.append(
+            (
+                "scale",
+                f"in_color_matrix={self._matrix}:in_range={self._range}:flags=bicubic+accurate_rnd+full_chroma_int",
+            )
+        )
+        chain.append(("format", PIPE_FORMATS[self.bits]))
+        nodes += [graph.add(name, args) for name, args in chain]
+        nodes.append(graph.add("buffersink"))
+        graph.link_nodes(*nodes).configure()
+        return graph
+
+    def _packets(self) -> Iterator[Any]:
+        av = _av()
+        if self._seek is not None and self._seek > 0:
+            with contextlib.suppress(av.error.FFmpegError):
+                self._container.seek(int(self._seek / self.time_base), stream=self._stream, backward=True)
+        try:
+            yield from self._container.demux(self._stream)
+        except av.error.FFmpegError as exc:  # the demuxer gave up mid-file: what was read is decoded
+            self.error_count += 1
+            self._errors.append(_av_reason(exc))
 
     def frames(self) -> Iterator[DecodedFrame]:
-        """Decoded frames in presentation order; raises ``VideoError`` if ffmpeg fails."""
-        assert self._proc.stdout is not None
-        out = self._proc.stdout
+        """Decoded frames in presentation order; ``VideoError`` if the file cannot be read at all."""
+        self._owner = threading.get_ident()  # the consuming thread, should it differ from the maker
+        try:
+            yield from self._decode()
+        finally:
+            self._release()
+
+    def _decode(self) -> Iterator[DecodedFrame]:
+        av = _av()
         dtype = np.dtype("<u2") if self.bits == 16 else np.dtype(np.uint8)
-        while True:
-            meta = self._watch.frames.get()
-            if meta is None:
-                break
-            pts, w, h = meta
-            buf = np.empty((h, w, 3), dtype=dtype)
-            view = memoryview(buf).cast("B")
-            got = 0
-            while got < len(view):
-                n = out.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            if got < len(view):
-                break
-            del view
-            yield DecodedFrame(pts, buf)
-            del buf
-        # The stream is over: make sure ffmpeg ended well.
-        rest = out.read()
-        self._proc.wait()
-        self._watch.join()
-        if self._proc.returncode != 0 and not self._closed:
-            raise VideoError(f"{self.path}: decoding failed ({_last_error(self._watch.last_error(), self.path)})")
-        if rest:
-            log.debug("%s: %d trailing bytes from the decoder", self.path, len(rest))
+        graph = None
+        shape: tuple[int, int, str] | None = None
+        for packet in self._packets():
+            if self._closed:
+                return
+            try:
+                decoded = packet.decode()
+            except av.error.FFmpegError as exc:
+                self.error_count += 1
+                self._errors.append(_av_reason(exc))
+                continue
+            for frame in decoded:
+                if getattr(frame, "is_corrupt", False):
+                    self.error_count += 1
+                key = (frame.width, frame.height, frame.format.name)
+                if graph is None or key != shape:
+                    graph, shape = self._graph(frame), key
+                pts = frame.pts if frame.pts is not None else frame.best_effort_timestamp
+                graph.push(frame)
+                out = graph.pull()
+                rgb = out.to_ndarray()
+                if rgb.dtype != dtype:
+                    rgb = rgb.astype(dtype)
+                yield DecodedFrame(int(pts or 0), rgb)
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(Exception):
+                self._container.close()
 
     def close(self) -> None:
-        """Stop the decoder (early exit or error elsewhere)."""
+        """Stop decoding. From the thread that reads (it made the reader, or iterates ``frames()``) the file is
+        released at once; from any other thread this only asks that thread to stop, and it releases the file."""
         self._closed = True
-        if self._proc.poll() is None:
-            self._proc.kill()
-        with contextlib.suppress(Exception):
-            self._proc.wait(timeout=10)
-        for stream in (self._proc.stdout, self._proc.stderr):
-            with contextlib.suppress(Exception):
-                stream.close()  # type: ignore[union-attr]
+        if self._owner == threading.get_ident():
+            self._release()
 
 
 # -------------------------------------------------------------------------------------------------- encode
@@ -769,12 +850,8 @@ class SegmentEncoder:
         args += [*settings.args(), "-f", settings.segment_format[0], str(self.path)]
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         lower_priority(self._proc)
-        self._stderr: deque[bytes] = deque(maxlen=40)
         assert self._proc.stderr is not None
-        self._drain = threading.Thread(
-            target=lambda: self._stderr.extend(self._proc.stderr or []), daemon=True, name="srcli-encoder-stderr"
-        )
-        self._drain.start()
+        self._stderr = StderrTail(self._proc.stderr, "srcli-encoder-stderr")
         assert self._proc.stdin is not None
         self._stdin = self._proc.stdin
         header = struct.pack(
@@ -799,8 +876,8 @@ class SegmentEncoder:
             raise VideoError(f"the encoder stopped: {self._error()}") from None
 
     def _error(self) -> str:
-        self._drain.join(timeout=5)
-        return _last_error(b"".join(self._stderr).decode("utf-8", "replace"))
+        self._stderr.join(timeout=5)
+        return _last_error(self._stderr.text())
 
     def write(self, pts: int, rgb: np.ndarray) -> None:
         """Send one frame (H, W, 3) of ``bits`` at ``pts`` (time-base units, increasing)."""
@@ -818,7 +895,7 @@ class SegmentEncoder:
         self._proc.wait()
         if self._proc.returncode != 0:
             raise VideoError(f"encoding failed ({self._error()})")
-        self._drain.join(timeout=5)
+        self._stderr.join(timeout=5)
 
     def abort(self) -> None:
         """Kill the encoder and remove its output."""
@@ -828,6 +905,7 @@ class SegmentEncoder:
             self._stdin.close()
         with contextlib.suppress(Exception):
             self._proc.wait(timeout=10)
+        self._stderr.join(timeout=5)
         self.path.unlink(missing_ok=True)
 
 
@@ -920,7 +998,51 @@ def write_concat_list(path: Path, segments: list[tuple[Path, Fraction | None]]) 
         lines.append(f"file '{name}'")
         if duration is not None:
             lines.append(f"duration {_seconds(duration)}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+@dataclass(frozen=True)
+class LastFrame:
+    """The last frame of the joined video: its pts and how long it lasts, in ``time_base`` units, counted from
+    the first segment's start (the concat output's timeline before ``-itsoffset``)."""
+
+    pts: int
+    duration: int
+    time_base: Fraction
+
+
+def _segment_time_base(path: Path) -> Fraction | None:
+    """The time base a segment file's video stream was written in (the concat demuxer passes it on)."""
+    with contextlib.suppress(VideoError, Exception), open_container(path) as container:
+        tb = container.streams.video[0].time_base
+        return Fraction(tb) if tb else None
+    return None
+
+
+def last_frame_filter(last: LastFrame, first_segment: Path, offset: Fraction, muxer: str) -> list[str]:
+    """``-bsf:v setts=...`` arguments that give the last frame its duration (empty when it cannot be set).
+
+    IVF carries no durations, so the encoder gives every packet a guessed one, and the last frame's decides
+    how long the video lasts (a GIF's held last frame, a damaged source held to its declared end). Two
+    packets can matter: the one shown last (highest pts), whose duration Matroska and others keep, gets
+    ``end - PTS``; the one decoded last, whose duration MP4 and MOV keep as the last sample's (their track
+    ends at its dts plus its duration, counted from the first dts), gets ``end + STARTDTS - DTS``. Without
+    B-frame reordering at the end they are one packet and both give the same. Other packets pass unchanged.
+    Timestamps are those of the segments' own time base.
+    """
+    tb = _segment_time_base(first_segment)
+    if tb is None or last.duration <= 0:
+        return []
+    start = (Fraction(last.pts) * last.time_base + offset) / tb
+    end = round((Fraction(last.pts + last.duration) * last.time_base + offset) / tb)
+    threshold = f"{float(start - Fraction(1, 2)):.6f}"
+    shown_last = f"if(gte(PTS\\,{threshold})\\,{end}-PTS\\,DURATION)"
+    decoded_last = f"{end}+STARTDTS-DTS"
+    if muxer in ("mp4", "mov"):
+        expr = f"if(eq(NEXT_DTS\\,NOPTS)\\,{decoded_last}\\,{shown_last})"
+    else:
+        expr = f"if(gte(PTS\\,{threshold})\\,{end}-PTS\\,if(eq(NEXT_DTS\\,NOPTS)\\,{decoded_last}\\,DURATION))"
+    return ["-bsf:v", f"setts=pts=PTS:dts=DTS:duration='{expr}'"]
 
 
 def mux(
@@ -931,11 +1053,14 @@ def mux(
     source: MediaInfo | None,
     choices: list[StreamChoice],
     video_offset: Fraction,
+    last_frame: LastFrame | None = None,
+    first_segment: Path | None = None,
 ) -> None:
     """Join the segments listed in ``concat_list`` (video copied) with the source's kept streams into ``output``.
 
     ``video_offset``: seconds between the source's start and its first video frame, so the video keeps
-    its place against the audio and subtitles.
+    its place against the audio and subtitles. ``last_frame`` (with ``first_segment``, whose time base
+    the joined stream has) sets how long the last frame lasts.
     """
     args = ["-loglevel", "error", "-y"]
     if video_offset:
@@ -945,6 +1070,8 @@ def mux(
     if source is not None:
         args += ["-i", str(source.path)]
     args += ["-map", "0:v:0", "-c:v", "copy"]
+    if last_frame is not None and first_segment is not None:
+        args += last_frame_filter(last_frame, first_segment, video_offset, muxer)
     counters = {"audio": 0, "subtitle": 0, "attachment": 0}
     letter = {"audio": "a", "subtitle": "s", "attachment": "t"}
     for c in kept:
@@ -985,6 +1112,11 @@ def summarize(path: str | Path) -> Summary:
     if video is None:
         raise VideoError(f"{path}: no video stream")
     audio = info.of_kind("audio")
-    timings = packet_timing(path, [video.index] + [a.index for a in audio])
-    v = timings[0]
-    return Summary(info, len(v.pts), v.seconds, [t.seconds for t in timings[1:]], v.pts, v.time_base)
+    scan = packet_timing(path, [video.index] + [a.index for a in audio])
+    if scan.error:
+        raise VideoError(f"{path}: cannot read the packets ({scan.error})")
+    v = scan.timings[0]
+    # The container's own statement where it makes one (MP4's track duration: its per-packet durations are
+    # decode-time steps, so their extent is not when the last frame ends), else the packets' extent.
+    seconds = video.declared_seconds if video.declared_seconds is not None else v.seconds
+    return Summary(info, len(v.pts), seconds, [t.seconds for t in scan.timings[1:]], v.pts, v.time_base)

@@ -59,9 +59,7 @@ def _folder_images(folder: Path, recursive: bool, exclude: frozenset[Path]) -> l
     return found
 
 
-def collect_inputs(
-    arguments: list[str], *, recursive: bool = False, exclude: Iterable[Path] = ()
-) -> list[InputFile]:
+def collect_inputs(arguments: list[str], *, recursive: bool = False, exclude: Iterable[Path] = ()) -> list[InputFile]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of inputs.
 
     Folders under ``exclude`` (the job's output folder, when it lies inside an input tree) are not walked,

@@ -1,35 +1,31 @@
 """What the video job takes and gives: its options, its report, and the progress callbacks.
 
-``VideoOptions`` is everything ``srcli upscale`` settles before the first frame; ``VideoJobReport``
-(one ``VideoFileReport`` per input, with per-stage ``StageStats``) is what comes back, and
-``VideoEvents`` is what a front end implements to follow the job.
+``VideoOptions`` is everything ``srcli upscale`` settles before the first frame (the shared
+``JobOptions`` plus the video's own); ``VideoJobReport`` (one ``VideoFileReport`` per input, with
+per-stage ``StageStats``) is what comes back, and ``VideoEvents`` is what a front end implements to
+follow the job.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from pathlib import Path
 from typing import Any, Literal
 
-from srcli.pipeline.inputs import DEFAULT_NAME
+from srcli.pipeline.job import JobOptions
 from srcli.pipeline.report import BatchReport
 
 BadFrameMode = Literal["skip", "stop"]
+BAD_FRAME_MODES: tuple[str, ...] = ("skip", "stop")
 Status = Literal["done", "skipped", "failed", "planned"]
 
 
-@dataclass
-class VideoOptions:
-    """Everything ``srcli upscale`` decides before the first video frame."""
+@dataclass(frozen=True)
+class VideoOptions(JobOptions):
+    """The video job's own options, beside the shared ``JobOptions`` (``run``, ``output``, ``name``, ``format``
+    as the container, ``skip_existing``, ``overwrite``, ``fail_fast``, ``max_pixels`` per frame, ``io_workers``)."""
 
-    model: str
-    scale: int
-    output: Path
-    weights: str | None = None
-    name: str = DEFAULT_NAME
-    #: Container of the outputs when ``output`` is a folder (mp4, mkv, webm, mov, avi; default: the input's).
-    format: str | None = None
+    #: Encoder: h264, hevc, vp9, av1, ffv1 or any ffmpeg encoder name (``None``: the container's default).
     codec: str | None = None
     crf: float | None = None
     preset: str | None = None
@@ -39,30 +35,17 @@ class VideoOptions:
     frames: bool = False
     frame_format: str = "png"
     resume: bool = False
+    #: A frame that cannot be decoded, or frames missing at the end of a damaged file: ``stop`` fails the
+    #: video; ``skip`` shows the previous frame in a damaged frame's place and holds the last decoded frame
+    #: to the declared end.
     on_bad_frame: BadFrameMode = "stop"
     segment_seconds: float = 60.0
-    #: Frame rate of a folder of frames without a timestamps file.
+    #: Frame rate of a folder of frames without a timestamps file (refused with one).
     fps: Fraction | None = None
-    skip_existing: bool = False
-    dry_run: bool = False
-    fail_fast: bool = False
-    max_pixels: int | None = 64 * 1024 * 1024  # per frame
-    device: str = "auto"
-    precision: str = "auto"
-    tile: int | str = "auto"
-    tile_overlap: int | None = None
-    #: Frames per forward pass when frames fit whole (tiles per pass otherwise); None: 4 on CUDA, 1 elsewhere.
-    batch: int | None = None
-    self_ensemble: bool = False
-    outscale: float | None = None
-    #: ``torch.compile`` the model (frames all have one size, so it compiles once).
-    compile: bool = False
-    io_workers: int = 2
     #: Frames each queue between stages holds (besides one batch).
     queue_frames: int = 4
+    #: Compare the written file with its source before it gets its final name.
     verify: bool = True
-    cache_dir: str | None = None
-    offline: bool | None = None
     #: For tests: behave as if interrupted once this many segments are complete in this run.
     stop_after_segments: int | None = None
 
@@ -75,6 +58,7 @@ class StageStats:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: frames, busy seconds and frames per busy second."""
         fps = self.frames / self.seconds if self.seconds > 0 else None
         return {"frames": self.frames, "busy_seconds": round(self.seconds, 4), "fps": round(fps, 3) if fps else None}
 
@@ -92,9 +76,16 @@ class VideoFileReport:
     height: int | None = None
     out_width: int | None = None
     out_height: int | None = None
+    #: The output existed and is replaced (this job's own earlier result, or ``--overwrite``).
+    replaced: bool = False
     #: Frames in the output, and in the source (packets of its video stream).
     frames: int = 0
     source_frames: int | None = None
+    #: Frames and seconds the source's container declares (``None``: not declared).
+    declared_frames: int | None = None
+    declared_seconds: float | None = None
+    #: Declared frames absent from a damaged source's end (``--on-bad-frame skip`` holds the last frame instead).
+    missing_frames: int = 0
     bad_frames: list[dict[str, Any]] = field(default_factory=list)
     decoder_errors: int = 0
     frame_rate: str | None = None
@@ -114,6 +105,7 @@ class VideoFileReport:
     checks: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with per-stage throughput and the end-to-end rate of this run's frames."""
         d = asdict(self)
         d["stages"] = {k: v.to_dict() for k, v in self.stages.items()}
         wall = self.seconds
@@ -147,6 +139,9 @@ class VideoEvents:
 
     def frames_done(self, done: int) -> None:
         """``done`` frames of the current video are encoded (called from the encoder thread)."""
+
+    def segment_done(self, report: VideoFileReport, segments: int) -> None:
+        """A segment is complete and recorded: ``segments`` of the video are safe for ``--resume`` (encoder thread)."""
 
     def file_finished(self, report: VideoFileReport) -> None:
         """``report`` is final."""

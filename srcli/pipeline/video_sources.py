@@ -1,10 +1,11 @@
-"""Where the video job's frames come from: a video file (ffmpeg) or a folder of images.
+"""Where the video job's frames come from: a video file (decoded with PyAV) or a folder of images.
 
 Both are a ``Source``: picture size, bit depth, time base, the timestamps the source holds and
 ``items()``, which yields each frame as an ``Item`` (index in the output, pts, pixels). A damaged
 frame of a video file (a packet the decoder could not turn into a picture) is found by comparing the
 decoded timestamps with the packets' and either stops the job or comes out as an ``Item`` without
-pixels, shown as the previous frame. Also here: ``frame_files`` (natural order), ``parse_fps`` and
+pixels, shown as the previous frame; a file cut short (fewer packets than its container declares) is
+found by ``VideoFile.scan``. Also here: ``frame_files`` (natural order), ``parse_fps`` and
 the reading of a folder's ``timestamps.txt``.
 """
 
@@ -43,6 +44,14 @@ log = logging.getLogger("srcli.upscale")
 TIMESTAMPS_FILE = "timestamps.txt"
 
 
+def fps_conflict(folder: Path) -> str:
+    """The refusal of ``--fps`` for a folder whose ``timestamps.txt`` already times its frames."""
+    return (
+        f"{folder}: --fps conflicts with its {TIMESTAMPS_FILE}, which times every frame; "
+        f"leave out --fps to keep those times, or remove {TIMESTAMPS_FILE} to time the frames by --fps"
+    )
+
+
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
@@ -70,14 +79,28 @@ def parse_fps(text: str) -> Fraction:
     return value
 
 
-def _read_timestamps(path: Path) -> list[Fraction]:
-    """A timestamps file (ms per line, '#' comments) -> seconds."""
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+def read_timestamps(path: Path) -> tuple[list[Fraction], Fraction | None]:
+    """A timestamps file (ms per line, ``#`` comments) -> (seconds per frame, end of the last frame or ``None``).
+
+    The end comes from a ``# end <ms>`` comment (written by ``--frames``; other tools skip it as a comment).
+    ``VideoError`` naming the file and line for anything else.
+    """
+    out: list[Fraction] = []
+    end = None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VideoError(f"{path}: cannot be read ({exc})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
-        if line and not line.startswith("#"):
-            out.append(Fraction(line) / 1000)
-    return out
+        try:
+            if line.startswith("# end "):
+                end = Fraction(line.removeprefix("# end ").strip()) / 1000
+            elif line and not line.startswith("#"):
+                out.append(Fraction(line) / 1000)
+        except (ValueError, ZeroDivisionError):
+            raise VideoError(f"{path}: line {number} is not a time in milliseconds: {line[:40]!r}") from None
+    return out, end
 
 
 @dataclass
@@ -112,6 +135,7 @@ class Source:
     def items(
         self, start_index: int, start_pts: int | None, report: VideoFileReport, mode: BadFrameMode
     ) -> Iterator[Item]:
+        """Each frame from ``start_index`` (at ``start_pts`` and after, when resuming) as an ``Item``."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -119,7 +143,7 @@ class Source:
 
 
 class VideoFile(Source):
-    """A video file decoded by ffmpeg; ``scan()`` (packet timestamps, audio durations) comes before ``items()``."""
+    """A video file decoded with PyAV; ``scan()`` (packet timing, audio durations, damage) precedes ``items()``."""
 
     def __init__(self, path: Path, max_pixels: int | None) -> None:
         self.path = path
@@ -128,7 +152,7 @@ class VideoFile(Source):
         if video is None:
             kinds = sorted({s.kind for s in info.streams}) or ["no streams"]
             raise VideoError(f"{path}: no video stream ({', '.join(kinds)} only); nothing to upscale")
-        if video.codec == "none" or video.pix_fmt in (None, "none"):
+        if video.codec == "none" or not video.decodable or video.pix_fmt in (None, "none"):
             raise VideoError(f"{path}: unsupported video stream ({video.description}); this ffmpeg cannot decode it")
         if not video.width or not video.height:
             raise VideoError(f"{path}: the video stream has no picture size ({video.description})")
@@ -148,20 +172,68 @@ class VideoFile(Source):
         self.audio_seconds = {}
         self.expected = None
         self.end_pts = None
-        self.time_base = Fraction(1, 1000)
+        self.time_base = video.time_base or Fraction(1, 1000)
+        self.missing_frames = 0
         self._reader: FrameReader | None = None
 
-    def scan(self) -> None:
-        """The demux-only pass: the video's packet timestamps (frame count, gaps) and the audio durations."""
+    def scan(self, report: VideoFileReport, mode: BadFrameMode) -> None:
+        """The demux-only pass: the video's packet timestamps (frame count, gaps) and the audio durations.
+
+        A source whose packets end before what its container declares (frames, or the video stream's
+        duration) is damaged, typically cut short: with ``mode`` ``stop`` that fails here, before any
+        work, naming how many of the declared frames are there; with ``skip`` the missing frames are
+        reported and the last frame is held to the declared end, so the output keeps the declared duration.
+        """
         audio = self.info.of_kind("audio") if self.info else []
-        timings = packet_timing(self.path, [self.video.index] + [a.index for a in audio])
-        v = timings[0]
+        scan = packet_timing(self.path, [self.video.index] + [a.index for a in audio])
+        v = scan.timings[0]
         self.time_base = v.time_base
         self.expected = v.pts
         self.end_pts = v.end
-        self.audio_seconds = {a.index: t.seconds for a, t in zip(audio, timings[1:], strict=True)}
+        self.audio_seconds = {a.index: t.seconds for a, t in zip(audio, scan.timings[1:], strict=True)}
         if not v.pts:
-            raise VideoError(f"{self.path}: the video stream holds no frames")
+            why = f" ({scan.error})" if scan.error else ""
+            raise VideoError(f"{self.path}: the video stream holds no readable frames{why}")
+        declared = self.video.declared_frames
+        report.declared_frames = declared
+        report.declared_seconds = self.video.declared_seconds
+        tb = self.time_base
+        deltas = [b - a for a, b in zip(v.pts, v.pts[1:], strict=False)]
+        step = min(deltas) if deltas else None
+        declared_end = None
+        if self.video.declared_seconds is not None:
+            declared_end = v.pts[0] + round(Fraction(self.video.declared_seconds).limit_denominator(10**9) / tb)
+        found_end = v.end if v.end is not None else v.pts[-1]
+        missing = max(0, declared - len(v.pts)) if declared else 0
+        # The duration says so too (Matroska declares no frame count): short by more than the longest frame.
+        longest = max(deltas) if deltas else None
+        short_by_time = (
+            declared_end is not None and longest is not None and declared_end - found_end > longest + round(0.001 / tb)
+        )
+        if not missing and short_by_time and step:
+            missing = round((declared_end - found_end) / step)  # type: ignore[operator]
+        if not missing:
+            return
+        intact = len(v.pts) - v.corrupt
+        data_ends = float((found_end - v.pts[0]) * tb)
+        of_what = f"{declared} frames" if declared else f"{self.video.declared_seconds:.3f} s"
+        if mode == "stop":
+            detail = f" of {self.video.declared_seconds:.3f} s" if self.video.declared_seconds else ""
+            raise VideoError(
+                f"{self.path}: damaged: only {intact} of the {of_what} its container declares are in the file "
+                f"(the data ends at {data_ends:.3f} s{detail}; cut short?); "
+                "--on-bad-frame skip upscales what is there and holds the last frame to the declared end"
+            )
+        self.missing_frames = missing
+        report.missing_frames = missing
+        if declared_end is not None and declared_end > found_end:
+            self.end_pts = declared_end
+        note = (
+            f"damaged source: {intact} of the {of_what} its container declares are in the file; "
+            f"the last frame is held to the declared end ({float((self.end_pts - v.pts[0]) * tb):.3f} s)"
+        )
+        report.notes.append(note)
+        log.warning("%s: %s", self.path, note)
 
     def _reader_for(self, seek: float | None) -> FrameReader:
         return FrameReader(
@@ -181,18 +253,19 @@ class VideoFile(Source):
     def items(
         self, start_index: int, start_pts: int | None, report: VideoFileReport, mode: BadFrameMode
     ) -> Iterator[Item]:
+        """Decoded frames as ``Item``s; a packet without a picture stops (``stop``) or comes as a damaged item."""
         tb = self.time_base
         expected = [p for p in (self.expected or []) if start_pts is None or p >= start_pts]
         seek = None
         if start_pts is not None:
-            # Land a little before the resume point (keyframe seek; ffmpeg drops what precedes the
+            # Land a little before the resume point (keyframe seek; the decoder starts at the keyframe before the
             # seek point); the frames between it and the resume point are dropped here by timestamp.
-            start = self.info.start if self.info else 0.0
-            seek = max(0.0, float(start_pts * tb) - start - 1.0) or None
+            seek = max(0.0, float(start_pts * tb) - 1.0) or None
         reader, frames = self._decoded(seek, start_pts)
         index = start_index
 
         def bad(pts: int) -> Item:
+            """The damaged frame at ``pts``: an error (``stop``) or an item without pixels (``skip``)."""
             nonlocal index
             t = float(pts * tb)
             if mode == "stop":
@@ -245,6 +318,7 @@ class VideoFile(Source):
             reader.close()
 
     def close(self) -> None:
+        """Stop decoding (see ``FrameReader.close`` for which thread releases the file)."""
         if self._reader is not None:
             self._reader.close()
 
@@ -267,7 +341,9 @@ class FrameFolder(Source):
         self.info = None
         self.audio_seconds = {}
         stamps_file = path / TIMESTAMPS_FILE
-        stamps = _read_timestamps(stamps_file) if stamps_file.is_file() else None
+        stamps, end = read_timestamps(stamps_file) if stamps_file.is_file() else (None, None)
+        if stamps is not None and fps is not None:
+            raise UsageError(fps_conflict(path))
         if stamps is not None and len(stamps) != len(self.files):
             raise VideoError(
                 f"{stamps_file}: {len(stamps)} timestamps for {len(self.files)} frames; "
@@ -282,13 +358,16 @@ class FrameFolder(Source):
             self.frame_rate = fps
         else:
             assert stamps is not None
-            unit = Fraction(1, 1000) if all((s * 1000).denominator == 1 for s in stamps) else Fraction(1, 1_000_000)
+            times = stamps + ([end] if end is not None else [])
+            unit = Fraction(1, 1000) if all((s * 1000).denominator == 1 for s in times) else Fraction(1, 1_000_000)
             self.time_base = unit
             self.expected = [round(s / unit) for s in stamps]
             if any(b <= a for a, b in zip(self.expected, self.expected[1:], strict=False)):
                 raise VideoError(f"{stamps_file}: timestamps must increase")
             last = self.expected[-1] - self.expected[-2] if len(self.expected) > 1 else round(Fraction(1, 25) / unit)
             self.end_pts = self.expected[-1] + last
+            if end is not None and round(end / unit) > self.expected[-1]:
+                self.end_pts = round(end / unit)  # the last frame's own length, from the "# end" line
             span = (self.expected[-1] - self.expected[0]) * unit
             self.frame_rate = Fraction(len(self.expected) - 1) / span if span else None
         width, height, _ = probe_image(self.files[0], max_pixels=max_pixels)
@@ -302,6 +381,7 @@ class FrameFolder(Source):
     def items(
         self, start_index: int, start_pts: int | None, report: VideoFileReport, mode: BadFrameMode
     ) -> Iterator[Item]:
+        """The image files from ``start_index`` on, at their timestamps; all must have the first one's size."""
         from srcli.io.imagefile import read_image
 
         assert self.expected is not None

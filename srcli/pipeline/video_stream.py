@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from srcli.io.video import lower_thread_priority
 from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport, VideoOptions
 from srcli.pipeline.video_sources import Item, Source
 from srcli.pipeline.video_writers import FrameWriter, SegmentWriter
@@ -56,6 +57,7 @@ class _OnDevice:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The frame's shape (H, W, 3)."""
         return tuple(self.tensor.shape)
 
 
@@ -144,6 +146,9 @@ def run_stages(
     done_frames = [start_index]
 
     def decode() -> None:
+        """The decoding thread: source items into ``q_in`` (it alone reads, and closes, the source)."""
+        lower_thread_priority()
+        it = None
         try:
             it = source.items(start_index, start_pts, rep, options.on_bad_frame)
             while not stop.is_set():
@@ -159,10 +164,14 @@ def run_stages(
             errors.append(exc)
             stop.set()
         finally:
+            # The source is closed by the thread that reads it (its decoder is not shared between threads).
+            if it is not None:
+                it.close()
             source.close()
             _put(q_in, _END, stop)
 
     def encode() -> None:
+        """The encoding thread: upscaled items from ``q_out`` into the writer, then its ``finish``."""
         try:
             while True:
                 item = _get(q_out, stop)
@@ -229,7 +238,7 @@ def run_stages(
         raise
     finally:
         stop.set()
-        source.close()
+        source.close()  # from here only a request: the decoding thread stops and releases the file
         decoder.join(timeout=30)
         encoder.join(timeout=60)
         if not finished:

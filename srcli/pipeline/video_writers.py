@@ -3,8 +3,11 @@
 ``SegmentWriter`` encodes frames into segments in a hidden work folder beside the output
 (``work_dir``), each recorded in the ``Manifest`` once complete, so that ``--resume`` can start
 after the last one; ``open_work_dir`` sets that folder up for a run (fresh, or resumed).
-``FrameWriter`` writes ``--frames`` outputs, one image file per frame, and ``write_timestamps``
-the timestamps file beside them. Both writers show the previous frame in place of a damaged one.
+``FrameWriter`` writes ``--frames`` outputs, one image file per frame, into that work folder too;
+``write_timestamps`` adds the timestamps file, and ``commit_frames_folder`` swaps the complete set
+in for the output folder (an older set is removed only then). Both writers show the previous frame
+in place of a damaged one. Every file is written through ``srcli.atomic``: under its final name it is
+complete, or absent.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from srcli.atomic import commit_file, fsync_folder, is_temp_file, stale_temp_files, temp_name, write_text
 from srcli.io.video import EncodeSettings, SegmentEncoder, VideoError
 from srcli.pipeline.video_sources import Item
 
@@ -48,6 +51,7 @@ class Manifest:
     segments: list[dict[str, Any]] = field(default_factory=list)
 
     def save(self) -> None:
+        """Write the manifest atomically (after each complete segment)."""
         data = {
             "version": 1,
             "key": self.key,
@@ -55,12 +59,11 @@ class Manifest:
             "origin": self.origin,
             "segments": self.segments,
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, json.dumps(data, indent=1))
 
     @classmethod
     def load(cls, path: Path) -> Manifest | None:
+        """The manifest at ``path``, or ``None`` when it is missing or unreadable."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             return cls(path, data["key"], data["time_base"], data["origin"], list(data["segments"]))
@@ -69,10 +72,12 @@ class Manifest:
 
     @property
     def frames(self) -> int:
+        """Frames in the complete segments."""
         return sum(int(s["frames"]) for s in self.segments)
 
     @property
     def complete(self) -> bool:
+        """True once the last segment (the one no other follows) is recorded."""
         return bool(self.segments) and self.segments[-1].get("next_pts") is None
 
 
@@ -101,7 +106,7 @@ def open_work_dir(output: Path, key: dict[str, Any], resume: bool) -> tuple[Path
         manifest = Manifest(work / MANIFEST, key)
         manifest.save()
         return work, manifest
-    for stale in work.glob("*.partial"):
+    for stale in stale_temp_files(work):
         stale.unlink(missing_ok=True)
     manifest.segments = [s for s in manifest.segments if (work / s["file"]).is_file()]
     # Only a contiguous run of segments counts.
@@ -134,10 +139,14 @@ class SegmentWriter:
         segment_ticks: int,
         out_bits: int,
         stop_after: int | None,
+        on_segment: Callable[[int], None] | None = None,
     ) -> None:
         self.work, self.manifest, self.make_settings = work, manifest, make_settings
         self.time_base, self.segment_ticks, self.out_bits = time_base, segment_ticks, out_bits
         self.stop_after = stop_after
+        self.on_segment = on_segment
+        #: pts of the last frame written (``None`` before the first).
+        self.last_pts: int | None = None
         self.encoder: SegmentEncoder | None = None
         self.current: dict[str, Any] | None = None
         self.settings: EncodeSettings | None = None
@@ -147,6 +156,7 @@ class SegmentWriter:
         self.closed_this_run = 0
 
     def add(self, item: Item) -> None:
+        """Encode ``item`` (a damaged one as the previous frame, or as the next good one at the start)."""
         if item.rgb is None:
             if self.last is None:
                 self.pending.append(item)  # a damaged first frame: shown as the next good one
@@ -171,6 +181,7 @@ class SegmentWriter:
         self.encoder.write(item.pts - self.manifest.origin, item.rgb)
         self.current["frames"] += 1
         self.written += 1
+        self.last_pts = item.pts
 
     def _open(self, item: Item) -> None:
         assert item.rgb is not None
@@ -180,9 +191,7 @@ class SegmentWriter:
         k = len(self.manifest.segments)
         final = self.work / f"seg_{k:05d}.{self.settings.segment_format[1]}"
         self.current = {"file": final.name, "first_index": item.index, "frames": 0, "first_pts": item.pts}
-        self.encoder = SegmentEncoder(
-            final.with_name(final.name + ".partial"), w, h, self.out_bits, self.time_base, self.settings
-        )
+        self.encoder = SegmentEncoder(temp_name(final), w, h, self.out_bits, self.time_base, self.settings)
 
     def _close(self, next_pts: int | None) -> None:
         if self.encoder is None or self.current is None:
@@ -190,11 +199,13 @@ class SegmentWriter:
         enc, seg = self.encoder, self.current
         self.encoder, self.current = None, None
         enc.close()
-        os.replace(enc.path, self.work / seg["file"])
+        commit_file(enc.path, self.work / seg["file"])
         seg["next_pts"] = next_pts
         self.manifest.segments.append(seg)
         self.manifest.save()
         self.closed_this_run += 1
+        if self.on_segment is not None:
+            self.on_segment(len(self.manifest.segments))
 
     def _rotate(self, item: Item) -> None:
         if self.current is not None:
@@ -204,18 +215,24 @@ class SegmentWriter:
         self._open(item)
 
     def finish(self) -> None:
+        """Close the last segment (the end of the video)."""
         for p in self.pending:  # only damaged frames and nothing else
             raise VideoError(f"frame {p.index} could not be decoded and no other frame can stand in for it")
         self._close(None)
 
     def abort(self) -> None:
+        """Drop the segment in progress (the complete ones stay for ``--resume``)."""
         if self.encoder is not None:
             self.encoder.abort()
             self.encoder, self.current = None, None
 
 
 class FrameWriter:
-    """The encoder stage for ``--frames``: each frame an image file, written atomically by a thread pool."""
+    """The encoder stage for ``--frames``: each frame an image file, written atomically by a thread pool.
+
+    ``folder`` is the work folder (``work_dir`` of the output folder); ``commit_frames_folder`` moves the
+    complete set into place.
+    """
 
     def __init__(self, folder: Path, ext: str, workers: int, out_bits: int) -> None:
         self.folder, self.ext, self.out_bits = folder, ext, out_bits
@@ -227,9 +244,11 @@ class FrameWriter:
         self.pts: dict[int, int] = {}
 
     def path(self, index: int) -> Path:
+        """The file of frame ``index`` (numbered from 1)."""
         return self.folder / FRAME_NAME.format(n=index + 1, ext=self.ext)
 
     def add(self, item: Item) -> None:
+        """Write ``item`` (a damaged one as the previous frame; one a resumed run already wrote is kept)."""
         self.pts[item.index] = item.pts
         if item.rgb is None and self.path(item.index).exists():
             self.written += 1  # kept from an interrupted run
@@ -262,21 +281,70 @@ class FrameWriter:
         self.written += 1
 
     def finish(self) -> None:
+        """Wait for every write (the first failure is raised)."""
+        for p in self.pending:  # only damaged frames and nothing else
+            raise VideoError(f"frame {p.index} could not be decoded and no other frame can stand in for it")
         for f in self.futures:
             f.result()
         self.futures.clear()
         self.pool.shutdown(wait=True)
 
     def abort(self) -> None:
+        """Stop writing: queued frames are dropped, running writes finish or remove their temporary file."""
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def write_timestamps(path: Path, pts: dict[int, int], tb: Fraction) -> None:
-    """Write ``pts`` (frame index -> pts in ``tb``) as a timestamps file (format v2, ms), atomically."""
+def write_timestamps(path: Path, pts: dict[int, int], tb: Fraction, end: int | None = None) -> None:
+    """Write ``pts`` (frame index -> pts in ``tb``) as a timestamps file (format v2, ms), atomically.
+
+    ``end`` (in ``tb``), when known, is written as a ``# end`` comment: when the last frame stops, which format
+    v2 cannot say (other readers skip comments; ``srcli`` reads it back so a held last frame keeps its length).
+    """
+
+    def ms(value: int) -> str:
+        """``value`` (in ``tb``) in milliseconds, without trailing zeros."""
+        return f"{float(value * tb * 1000):.6f}".rstrip("0").rstrip(".")
+
     lines = ["# timestamp format v2"]
-    for index in sorted(pts):
-        ms = pts[index] * tb * 1000
-        lines.append(f"{float(ms):.6f}".rstrip("0").rstrip("."))
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    lines += [ms(pts[index]) for index in sorted(pts)]
+    if end is not None and pts and end > max(pts.values()):
+        lines.append(f"# end {ms(end)}")
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def frame_set_files(folder: Path) -> list[Path]:
+    """What a frame set in ``folder`` consists of: its image files and its timestamps file."""
+    from srcli.pipeline.video_sources import TIMESTAMPS_FILE, frame_files
+
+    if not folder.is_dir():
+        return []
+    stamps = folder / TIMESTAMPS_FILE
+    return frame_files(folder) + ([stamps] if stamps.is_file() else [])
+
+
+def other_files(folder: Path) -> list[Path]:
+    """Entries of ``folder`` that are not part of a frame set (nor temporary files of one)."""
+    if not folder.is_dir():
+        return []
+    ours = set(frame_set_files(folder))
+    return sorted(p for p in folder.iterdir() if p not in ours and not is_temp_file(p))
+
+
+def commit_frames_folder(work: Path, output: Path) -> None:
+    """Make the complete frame set in ``work`` the folder ``output``; an older set there is removed only after.
+
+    Two renames: the old folder aside, the new one in. Under the name ``output`` there is always either the
+    old complete set or the new one (after a crash between the renames, neither, but both are still on disk).
+    The plan made sure ``output`` holds nothing but a frame set.
+    """
+    (work / MANIFEST).unlink(missing_ok=True)
+    old: Path | None = None
+    if output.exists():
+        old = output.parent / f".{output.name}.srcli-old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(output, old)
+    os.replace(work, output)
+    fsync_folder(output.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
