@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 from srcli.engine.devices import describe_device, pick_device, resolve_precision
+from srcli.engine.options import RunOptions
 from srcli.engine.upscale import EngineOptions
 from srcli.hub.loading import load_model
 from srcli.io.video import FrameReader, decode_matrix, ffmpeg_exe, probe
-from srcli.pipeline.video import VideoOptions, run_video_job
+from srcli.pipeline.video import VideoOptions, plan_video_job, run_video_job
 from srcli.pipeline.video_stream import ModelStage
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -71,10 +72,10 @@ def main() -> None:
     # As the CLI does (srcli.engine.host_memory); SRCLI_MALLOC_TUNING=0 measures glibc's default instead.
     from srcli.cli.common import tune_host_memory
 
-    malloc_tuned = tune_host_memory(args.device)
     torch.set_num_threads(args.threads)
 
     device = pick_device(args.device)
+    malloc_tuned = tune_host_memory() if device.type == "cpu" else False
     weights = args.weights
     if weights is None and args.model == "imdn" and (SHARED / "weights" / f"IMDN_x{args.scale}.pth").is_file():
         weights = str(SHARED / "weights" / f"IMDN_x{args.scale}.pth")
@@ -105,19 +106,21 @@ def main() -> None:
         model_seconds = time.perf_counter() - t0
 
         options = VideoOptions(
-            model=args.model,
-            scale=args.scale,
+            run=RunOptions(
+                model=args.model,
+                scale=args.scale,
+                weights=weights,
+                device=str(device),
+                precision=args.precision,
+                batch=args.batch,
+            ),
             output=Path(tmp) / "out.mp4",
-            weights=weights,
-            device=str(device),
-            precision=args.precision,
-            batch=args.batch,
             codec=args.codec,
             preset=args.preset,
             segment_seconds=args.segment_seconds,
         )
         t0 = time.perf_counter()
-        report = run_video_job([str(clip)], options, loaded=loaded)
+        report = run_video_job(plan_video_job([str(clip)], options), loaded=loaded)
         e2e_seconds = time.perf_counter() - t0
         file = report.files[0]
         if file.status != "done":
