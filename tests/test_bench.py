@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from srcli.engine.bench import bench_model, build_model, count_flops, parse_size, peak_tflops
+from srcli.cli.bench import parse_size
+from srcli.engine.bench import bench_model, build_model, count_flops, peak_tflops
 from srcli.engine.inference import forward_tiled_average, optimise_for_inference
 from srcli.engine.tiling import spread_starts
 
@@ -165,3 +166,47 @@ def test_cli_json_and_table(capsys):
     assert "output MP/s" in capsys.readouterr().out
     assert main(["bench", "-m", "no-such-model", "--device", "cpu"]) == 2
     assert main(["bench", "-m", "imdn", "--device", "cpu", "--precision", "fp16"]) == 2
+
+
+def test_quick_plan_keeps_what_was_asked():
+    from srcli.engine.bench import ACCELERATOR_PLAN, CPU_PLAN, MIN_TIMED_RUNS, quick_plan
+
+    # A quick try on a CPU: 64 px, a 3 s budget that may stop after one timed run.
+    assert quick_plan("cpu") == CPU_PLAN
+    assert (CPU_PLAN.size, CPU_PLAN.max_seconds, CPU_PLAN.min_runs) == ((64, 64), 3.0, 1)
+    # Accelerators keep the long-standing defaults: 256 px, 3 warm-up runs, 20 timed runs, no time limit.
+    assert quick_plan("cuda") == ACCELERATOR_PLAN
+    assert (ACCELERATOR_PLAN.size, ACCELERATOR_PLAN.warmup, ACCELERATOR_PLAN.iters) == ((256, 256), 3, 20)
+    assert ACCELERATOR_PLAN.max_seconds is None
+    asked = quick_plan("cpu", size=(32, 48), iters=5)
+    assert (asked.size, asked.iters, asked.max_seconds, asked.min_runs) == ((32, 48), 5, None, MIN_TIMED_RUNS)
+    budget = quick_plan("cpu", max_seconds=10.0)
+    assert (budget.max_seconds, budget.min_runs) == (10.0, MIN_TIMED_RUNS)
+
+
+def test_progress_hears_every_run_and_options_are_one_record():
+    from srcli.engine.options import RunOptions
+
+    heard: list[tuple[str, int, int]] = []
+    options = RunOptions(model="bicubic", scale=2, device="cpu", tile=16, tile_overlap=2, batch=2)
+    r = bench_model(size=(20, 20), warmup=2, iters=3, options=options, progress=lambda *a: heard.append(a))
+    assert heard == [("warm-up", 1, 2), ("warm-up", 2, 2), ("timed", 1, 3), ("timed", 2, 3), ("timed", 3, 3)]
+    assert (r.model, r.scale, r.mode, r.tile, r.overlap, r.batch) == ("bicubic", 2, "tiled", 16, 2, 2)
+
+
+def test_cli_defaults_and_the_old_overlap_spelling(capsys):
+    from srcli.cli import main
+    from srcli.registry import DEFAULT_MODEL
+
+    argv = ["bench", "--device", "cpu", "--warmup", "0", "--iters", "1", "--no-flops", "--json"]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    # The default model at its default scale, on the CPU's quick 64 px input.
+    assert (record["model"], record["scale"], record["input_size"]) == (DEFAULT_MODEL, 4, [64, 64])
+    tiled = ["bench", "-m", "bicubic", "-s", "2", "--size", "24", "--tile", "16", *argv[1:]]
+    assert main([*tiled, "--overlap", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["overlap"] == 3
+    assert main([*tiled, "--tile-overlap", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["overlap"] == 3
+    assert main([*tiled, "--tile-overlap", "3", "--overlap", "4"]) == 2
+    assert main(["bench", "--tile", "auto", "--device", "cpu"]) == 2

@@ -197,3 +197,106 @@ def test_device_choice() -> None:
 def test_tiled_forward_rejects_batches(rlfn: LoadedModel) -> None:
     with pytest.raises(ValueError, match="one image"):
         tiled_forward(rlfn, torch.rand(2, 3, 20, 20), tile=16, overlap=4)
+
+
+# ----------------------------------------------------------------------------------- the library (srcli.upscale)
+
+
+def test_library_defaults_to_the_default_model_and_takes_one_options_record() -> None:
+    import numpy as np
+
+    import srcli
+    from srcli.engine.options import RunOptions
+    from srcli.errors import UsageError
+    from srcli.registry import DEFAULT_MODEL
+
+    rgb = (np.random.default_rng(0).random((18, 20, 3)) * 255).astype(np.uint8)
+    default = srcli.upscale(rgb, device="cpu")
+    assert default.shape == (72, 80, 3)  # the default model's default scale: x4
+    named = srcli.upscale(rgb, DEFAULT_MODEL, 4, device="cpu")
+    assert np.array_equal(default, named)
+    options = RunOptions(model=DEFAULT_MODEL, scale=2, device="cpu", tile=0)
+    by_record = srcli.upscale(rgb, options=options)
+    assert by_record.shape == (36, 40, 3)
+    assert np.array_equal(by_record, srcli.upscale(rgb, DEFAULT_MODEL, 2, device="cpu", tile=0))
+    # Arguments given replace the record's fields; a loaded model brings its own name, scale and device.
+    assert srcli.upscale(rgb, options=options, scale=3).shape == (54, 60, 3)
+    loaded = load_model(DEFAULT_MODEL, 2)
+    assert np.array_equal(srcli.upscale(rgb, loaded, options=RunOptions(tile=0)), by_record)
+    with pytest.raises(UsageError, match="scale=4 but the loaded model"):
+        srcli.upscale(rgb, loaded, options=RunOptions(scale=4))
+    with pytest.raises(UsageError, match="does not compile"):
+        srcli.upscale(rgb, options=RunOptions(compile=True))
+    with pytest.raises(UsageError, match="--tile"):
+        srcli.upscale(rgb, tile=8)
+    with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
+        srcli.upscale(rgb, device="cpu", precision="fp16")
+
+
+# --------------------------------------------------------------------------- banded assembly (issue 19)
+
+
+def _set5_lr(shared_dir: Path, name: str, scale: int) -> torch.Tensor:
+    """A Set5 image's benchmark LR input (1, 3, h, w): real content, not a flat or random field."""
+    return make_lr(modcrop(read_rgb_uint8(shared_dir / "data" / "benchmarks" / "Set5" / name), scale), scale)[None]
+
+
+@pytest.mark.parametrize(("batch", "precision"), [(1, "fp32"), (3, "fp32"), (5, "fp32"), (2, "bf16")])
+def test_banded_assembly_gives_the_same_floats_as_tiled_forward(
+    rlfn: LoadedModel, shared_dir: Path, batch: int, precision: str
+) -> None:
+    """Every output row comes once, top to bottom, and the rows are ``tiled_forward``'s floats bit for bit:
+    same tiles, same batches, same feathered weights, same order of summation per pixel. Batches of 3 and 5
+    span tile rows; the band buffer then holds more than one tile row, still far less than the image."""
+    from srcli.engine.tiling import tiled_forward_bands
+
+    x = _set5_lr(shared_dir, "butterfly.png", 4)[..., :61, :]  # 61 x 64: a short last tile row
+    kwargs: dict = dict(tile=24, overlap=6, batch=batch, precision=precision)
+    reference = tiled_forward(rlfn, x, **kwargs)
+    bands: list[tuple[int, torch.Tensor]] = []
+    done = tiled_forward_bands(rlfn, x, lambda row, band: bands.append((row, band)), **kwargs)
+    rows = [row for row, _ in bands]
+    assert rows[0] == 0 and len(bands) == 3  # one band per tile row
+    assert all(r0 + b.shape[-2] == r1 for (r0, b), r1 in zip(bands, rows[1:], strict=False))
+    merged = torch.cat([band for _, band in bands], dim=2)
+    assert torch.equal(merged, reference.image)
+    assert (done.tiles, done.refined_tiles) == (reference.tiles, 0)
+    assert done.height == 61 * 4 and done.buffer_rows < done.height
+    if batch == 1:
+        assert done.buffer_rows == 24 * 4  # one tile row of the output
+
+
+def test_upscale_to_array_holds_the_writers_samples(rlfn: LoadedModel, shared_dir: Path) -> None:
+    """``upscale_to_array`` keeps the output at the file's bit depth, with the samples the image writer makes
+    from ``upscale_tensor``'s float output (clamp, scale, round), for 8 and 16 bits, tiled or whole."""
+    from srcli.engine.upscale import upscale_to_array
+    from srcli.io.imagefile import quantize
+
+    x = _set5_lr(shared_dir, "bird.png", 4)
+    for options in (EngineOptions(tile=32), EngineOptions(tile=0)):
+        floats = upscale_tensor(rlfn, x, options).image[0].permute(1, 2, 0).contiguous().numpy()
+        for depth in (8, 16):
+            array, result = upscale_to_array(rlfn, x, options, bit_depth=depth)
+            assert array.dtype == quantize(floats[:1], depth).dtype and array.shape == floats.shape
+            assert (array == quantize(floats, depth)).all()
+            assert result.banded is (options.tile != 0)
+    kept, _ = upscale_to_array(rlfn, x, EngineOptions(tile=32), bit_depth=None)
+    floats = upscale_tensor(rlfn, x, EngineOptions(tile=32)).image[0].permute(1, 2, 0).numpy()
+    assert kept.dtype.name == "float32" and (kept == floats).all()
+
+
+def test_banded_refines_non_finite_tiles_within_rounding(rlfn: LoadedModel) -> None:
+    """A tile that is not finite in bf16 is re-run in fp32 before its band is finished: its pixels sum in
+    another order than ``tiled_forward``'s, so they agree within float rounding (the others exactly)."""
+    from srcli.engine.tiling import tiled_forward_bands
+
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(1)) * 0.5
+    x[..., :8, :8] = 0.9  # only the first tile trips the fault
+    flaky = LoadedModel(rlfn.spec, 4, _NanInHalf(rlfn.module), None, None)
+    reference = tiled_forward(flaky, x, tile=32, overlap=8, batch=2, precision="bf16")
+    bands: list[torch.Tensor] = []
+    done = tiled_forward_bands(flaky, x, lambda _, b: bands.append(b), tile=32, overlap=8, batch=2, precision="bf16")
+    merged = torch.cat(bands, dim=2)
+    assert done.refined_tiles == reference.refined_tiles == 1
+    assert torch.allclose(merged, reference.image, rtol=1e-6, atol=1e-6)
+    assert torch.equal(merged[..., 40 * 4 :, :], reference.image[..., 40 * 4 :, :])  # rows the bad tile misses

@@ -85,9 +85,92 @@ def test_unknown_dataset_did_you_mean():
     assert out.returncode == 2 and "did you mean 'urban100'" in out.stderr
 
 
-def test_cli_without_a_scale_is_a_usage_error():
-    out = run("eval", "-m", "bicubic", "-d", "set5")
-    assert out.returncode == 2 and "give a scale" in out.stderr
+def test_cli_without_a_scale_runs_the_models_default_scale(shared_dir):
+    set5 = shared_dir / "data" / "benchmarks" / "Set5"
+    out = run("eval", "-m", "bicubic", "--data-dir", str(set5), "--device", "cpu", "--threads", "1", "--json")
+    assert out.returncode == 0, out.stderr
+    (result,) = json.loads(out.stdout)
+    assert result["scale"] == 4 and result["environment"]["threads"] == 1
+    # Scoring a folder made elsewhere has no model to take the scale from.
+    bad = run("eval", "--sr-dir", str(set5), "--data-dir", str(set5))
+    assert bad.returncode == 2 and "-s" in bad.stderr
+
+
+def test_the_report_records_environment_hashes_and_sizes_as_width_x_height(shared_dir, tmp_path):
+    import hashlib
+    from datetime import datetime
+
+    from srcli._version import __version__
+    from srcli.eval.runner import git_commit
+
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    (hr_dir / "woman.png").write_bytes((shared_dir / "data/benchmarks/Set5/woman.png").read_bytes())  # 228 x 344
+    result = evaluate("bicubic", None, 3, data_dir=hr_dir, device="cpu").to_dict()
+    assert result["images"][0]["hr_size"] == (228, 342)  # width x height, the height mod-cropped to 3
+    digest = hashlib.sha256((hr_dir / "woman.png").read_bytes()).hexdigest()
+    assert result["dataset_sha256"] == {"woman.png": digest}
+    env = result["environment"]
+    assert env["srcli"] == __version__ and env["git_commit"] == git_commit()
+    assert env["torch"] and env["threads"] >= 1 and env["device"].startswith("cpu")
+    assert env["timestamp"].endswith("Z")
+    datetime.fromisoformat(env["timestamp"].replace("Z", "+00:00"))
+    assert result["protocol"]["dtype"] == "fp32"  # the papers' protocol: fp32 unless asked otherwise
+
+
+def test_git_commit_reads_head_and_refs(tmp_path):
+    from srcli.eval.runner import git_commit
+
+    sha, other = "1" * 40, "2" * 40
+    git = tmp_path / "repo" / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "refs" / "heads" / "main").write_text(sha + "\n")
+    assert git_commit(tmp_path / "repo") == sha
+    (git / "refs" / "heads" / "main").unlink()
+    (git / "packed-refs").write_text(f"# pack-refs with: peeled\n{other} refs/heads/main\n^{sha}\n")
+    assert git_commit(tmp_path / "repo") == other
+    (git / "HEAD").write_text(sha + "\n")  # detached
+    assert git_commit(tmp_path / "repo") == sha
+    worktree = tmp_path / "wt"
+    (git / "worktrees" / "wt").mkdir(parents=True)
+    (git / "worktrees" / "wt" / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "worktrees" / "wt" / "commondir").write_text("../..\n")
+    worktree.mkdir()
+    (worktree / ".git").write_text(f"gitdir: {git / 'worktrees' / 'wt'}\n")
+    assert git_commit(worktree) == other  # the branch lives in the main git folder's packed-refs
+    assert git_commit(tmp_path / "nowhere") is None
+
+
+def test_evaluate_takes_one_options_record(shared_dir):
+    from srcli.engine.options import RunOptions, check_run, resolve_run
+    from srcli.errors import DeviceError, UsageError
+
+    hr_dir = shared_dir / "data" / "benchmarks" / "Set5"
+    options = RunOptions(model="bicubic", scale=2, device="cpu", precision="fp32")
+    by_record = evaluate(dataset=None, data_dir=hr_dir, options=options)
+    assert by_record.scale == 2 and by_record.model == "bicubic"
+    resolved = resolve_run(check_run(options))
+    again = evaluate("bicubic", None, 2, data_dir=hr_dir, options=resolved)
+    assert again.psnr == by_record.psnr
+    with pytest.raises(UsageError, match="not both"):
+        evaluate("bicubic", None, 2, data_dir=hr_dir, options=resolved, device="cpu")
+    with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
+        evaluate("bicubic", None, 2, data_dir=hr_dir, device="cpu", precision="fp16")
+    with pytest.raises(UsageError, match="outscale"):
+        evaluate("bicubic", None, 2, data_dir=hr_dir, options=RunOptions(model="bicubic", outscale=3.0))
+
+
+def test_cli_refuses_fp16_on_the_cpu_before_importing_torch():
+    code = (
+        "import sys\n"
+        "from srcli.cli import main\n"
+        "code = main(['eval', '-m', 'bicubic', '-d', 'set5', '--precision', 'fp16', '--device', 'cpu'])\n"
+        "print('torch' in sys.modules, code)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.split() == ["False", "2"], out.stderr
+    assert out.stderr.strip() == "error: fp16 is not supported on the CPU; use --precision bf16 or fp32"
 
 
 def test_table_runs_the_rows_we_have_weights_for(shared_mirror):

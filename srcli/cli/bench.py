@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import JsonOpt, console, err_console, human_count, tune_host_memory
+from srcli.cli.common import (
+    CacheDirOpt,
+    CompileOpt,
+    DeviceOpt,
+    JsonOpt,
+    ModelOpt,
+    OfflineOpt,
+    PrecisionOpt,
+    ScaleOpt,
+    ThreadsOpt,
+    TileOverlapOpt,
+    console,
+    err_console,
+    human_count,
+    run_options,
+    show_notices,
+    tune_host_memory,
+)
+from srcli.engine.options import check_run
+from srcli.errors import UsageError
+from srcli.registry import DEFAULT_MODEL
 
 
 def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
@@ -57,78 +79,177 @@ def _render(result: Any) -> None:
 
 
 def bench_cmd(
-    model: Annotated[str, typer.Option("-m", "--model", help="Model name (see 'srcli models list').")] = "imdn",
-    scale: Annotated[int, typer.Option("-s", "--scale", help="Model scale factor.")] = 4,
-    size: Annotated[str, typer.Option("--size", help="Input (LR) size: N or WxH pixels.")] = "256",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: what is safe for the model).")
-    ] = "auto",
-    tile: Annotated[
-        int, typer.Option("--tile", min=0, help="Time the tiled path ('srcli upscale') with N-pixel tiles (0: off).")
-    ] = 0,
-    overlap: Annotated[
-        int | None, typer.Option("--overlap", min=0, help="Tile overlap in input pixels (default: the model's).")
+    model: ModelOpt = DEFAULT_MODEL,
+    scale: ScaleOpt = None,
+    size: Annotated[
+        str | None,
+        typer.Option("--size", help="Input (LR) size: N or WxH pixels.", show_default="64 on a CPU, else 256"),
     ] = None,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: Annotated[
+        str,
+        typer.Option(
+            "--tile",
+            help="Time the tiled path of 'srcli upscale' with N-pixel tiles (0: the whole image, untiled).",
+            show_default=True,
+        ),
+    ] = "0",
+    tile_overlap: TileOverlapOpt = None,
+    overlap: Annotated[int | None, typer.Option("--overlap", min=0, hidden=True)] = None,
     batch: Annotated[
-        int, typer.Option("--batch", min=1, help="Images per run (whole image) or tiles per forward pass (tiled).")
+        int,
+        typer.Option(
+            "--batch",
+            min=1,
+            help="Images per run (whole image) or tiles per forward pass (tiled).",
+            show_default=True,
+        ),
     ] = 1,
     protocol: Annotated[
         bool,
         typer.Option("--protocol", help="Time the paper's tiled protocol (e.g. ASID: 64 px tiles, 24 overlap)."),
     ] = False,
-    compile: Annotated[
-        bool, typer.Option("--compile", help="torch.compile the model first (compile time not timed).")
-    ] = False,
+    compile: CompileOpt = False,
     compile_mode: Annotated[
-        str | None, typer.Option("--compile-mode", help="torch.compile mode, e.g. max-autotune, reduce-overhead.")
+        str | None,
+        typer.Option(
+            "--compile-mode", help="torch.compile mode, e.g. max-autotune, reduce-overhead.", show_default="default"
+        ),
     ] = None,
     channels_last: Annotated[
         bool | None,
-        typer.Option("--channels-last/--no-channels-last", help="Force NHWC weights on or off (default: engine's)."),
+        typer.Option(
+            "--channels-last/--no-channels-last", help="Force NHWC weights on or off.", show_default="the engine's"
+        ),
     ] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs first.")] = 3,
-    iters: Annotated[int, typer.Option("--iters", min=1, help="Timed runs (at most).")] = 20,
+    warmup: Annotated[
+        int | None, typer.Option("--warmup", min=0, help="Untimed runs first.", show_default="1 on a CPU, else 3")
+    ] = None,
+    iters: Annotated[
+        int | None, typer.Option("--iters", min=1, help="Timed runs (at most).", show_default="20")
+    ] = None,
     seconds: Annotated[
-        float | None, typer.Option("--seconds", min=0, help="Stop timing after this long (at least 3 runs).")
+        float | None,
+        typer.Option(
+            "--seconds",
+            min=0,
+            help="Stop timing after this long (at least 3 runs).",
+            show_default="3 on a CPU unless --iters, else no limit",
+        ),
     ] = None,
     weights: Annotated[
-        str, typer.Option("--weights", help="random (no download), pinned (the cache) or a checkpoint file.")
+        str,
+        typer.Option(
+            "--weights", help="random (no download), pinned (the cache) or a checkpoint file.", show_default=True
+        ),
     ] = "random",
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads.")] = None,
+    threads: ThreadsOpt = None,
     no_flops: Annotated[bool, typer.Option("--no-flops", help="Skip counting FLOPs.")] = False,
     as_json: JsonOpt = False,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
 ) -> None:
     """Time a model on synthetic input: output MP/s, latency, peak memory, achieved TFLOP/s.
 
     Plain: one run = one forward pass over --batch images. --tile N: one image through the tiled path of upscale.
 
     --protocol: one image through the paper's tiled protocol. Warm-up runs come first; CUDA is timed with events.
+    On a CPU the defaults finish in seconds (64 px, a 3 s budget); --size, --iters and --seconds change that.
     """
-    tune_host_memory(device)
-    from srcli.engine.bench import bench_model, parse_size
-
-    result = bench_model(
-        model,
-        scale,
-        size=parse_size(size),
+    if overlap is not None and tile_overlap is not None and overlap != tile_overlap:
+        raise UsageError("--tile-overlap is given twice with different values (--overlap is its old name)")
+    options = run_options(
+        model=model,
+        scale=scale,
+        weights=None if weights in ("random", "pinned") else weights,
         device=device,
         precision=precision,
-        mode="protocol" if protocol else None,
-        tile=tile or None,
-        overlap=overlap,
+        tile=tile,
+        tile_overlap=tile_overlap if tile_overlap is not None else overlap,
         batch=batch,
         compile=compile,
-        compile_mode=compile_mode,
-        channels_last=channels_last,
-        warmup=warmup,
-        iters=iters,
-        max_seconds=seconds,
-        weights=weights,
-        flops=not no_flops,
         threads=threads,
+        cache_dir=cache_dir,
+        offline=offline,
     )
+    if options.tile == "auto":
+        raise UsageError("bench times a fixed tile: give --tile N (or 0 for the whole image)")
+    checked = check_run(options)
+    asked_size = parse_size(size) if size is not None else None
+    show_notices(checked.notices)
+
+    from srcli.engine.bench import bench_model, quick_plan
+    from srcli.engine.options import resolve_run
+
+    resolved = resolve_run(checked)
+    if resolved.device.type == "cpu":
+        tune_host_memory()
+    plan = quick_plan(resolved.device.type, size=asked_size, warmup=warmup, iters=iters, max_seconds=seconds)
+    with _run_progress(enabled=resolved.device.type != "cuda") as progress:
+        result = bench_model(
+            size=plan.size,
+            mode="protocol" if protocol else None,
+            compile_mode=compile_mode,
+            channels_last=channels_last,
+            warmup=plan.warmup,
+            iters=plan.iters,
+            max_seconds=plan.max_seconds,
+            min_runs=plan.min_runs,
+            weights=weights,
+            flops=not no_flops,
+            options=resolved,
+            progress=progress,
+        )
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         _render(result)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``--size`` text as (height, width): ``"256"`` -> (256, 256); ``"320x240"`` (width x height) -> (240, 320)."""
+    parts = text.lower().replace("×", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise UsageError(f"--size must be N or WxH in input pixels, not '{text}'") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) < 1:
+        raise UsageError(f"--size must be N or WxH in input pixels, not '{text}'")
+    width, height = values
+    return height, width
+
+
+@contextlib.contextmanager
+def _run_progress(enabled: bool) -> Iterator[Any]:
+    """A transient Rich bar over the warm-up and timed runs (``srcli.engine.bench.BenchProgress``), or ``None``.
+
+    Off on CUDA, where runs are queued faster than they run and a drawing thread would share the host.
+    """
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    display = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+
+    def report(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            for other in tasks.values():
+                display.remove_task(other)
+            tasks.clear()
+            tasks[phase] = display.add_task(f"{phase} runs", total=total)
+        display.update(tasks[phase], completed=done, total=total)
+
+    with display:
+        yield report

@@ -18,13 +18,13 @@ from srcli.cli.common import (
     SelfEnsembleOpt,
     ThreadsOpt,
     WeightsOpt,
-    check_options,
     console,
     download_progress,
     err_console,
     run_options,
     tune_host_memory,
 )
+from srcli.engine.options import check_run
 from srcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def _checked_runs(
             weights=weights if spec.needs_weights else None,
             **common,
         )
-        runs.append(check_options(options))
+        runs.append(check_run(options))
     scales = {r.options.scale for r in runs}
     if len(scales) > 1:
         raise UsageError(f"the models' default scales differ ({sorted(scales)}): give one with -s")
@@ -188,7 +188,7 @@ def compare_cmd(
     if lr:
         reference = next((c for c in checked if c.options.model == BICUBIC), None)
         if reference is None:
-            reference = check_options(run_options(model=BICUBIC, scale=checked[0].options.scale, **common))
+            reference = check_run(run_options(model=BICUBIC, scale=checked[0].options.scale, **common))
         checked = [c for c in checked if c.options.model != BICUBIC]
         if not checked:
             raise UsageError("--lr compares models with bicubic: list at least one other model with -m")

@@ -13,7 +13,24 @@ import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console, tune_host_memory
+from srcli.atomic import write_text
+from srcli.cli.common import (
+    SCALE_DEFAULT_TEXT,
+    CacheDirOpt,
+    CompileOpt,
+    DeviceOpt,
+    OfflineOpt,
+    PrecisionOpt,
+    SelfEnsembleOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    console,
+    download_progress,
+    err_console,
+    run_options,
+    tune_host_memory,
+)
+from srcli.engine.options import check_run
 from srcli.errors import DownloadError, OfflineError, SrcliError, UsageError
 
 
@@ -81,12 +98,6 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 def _fmt_delta(value: float | None, digits: int) -> str:
     if value is None:
         return "-"
@@ -138,60 +149,101 @@ def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> 
             for col in ("image", "HR size", "PSNR", "SSIM"):
                 t.add_column(col, justify="left" if col == "image" else "right")
             for img in res.images:
-                t.add_row(img.name, f"{img.hr_size[1]}x{img.hr_size[0]}", f"{img.psnr:.2f}", f"{img.ssim:.4f}")
+                width, height = img.hr_size
+                t.add_row(img.name, f"{width}x{height}", f"{img.psnr:.2f}", f"{img.ssim:.4f}")
             console.print(t)
 
 
 def eval_cmd(
-    model: Annotated[list[str] | None, typer.Option("-m", "--model", help="Model(s), comma-separated.")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-m",
+            "--model",
+            metavar="<str,...>",
+            help="Model(s), comma-separated (required unless --sr-dir or --table).",
+        ),
+    ] = None,
     dataset: Annotated[
         list[str] | None,
-        typer.Option("-d", "--dataset", help="set5, set14, b100, urban100, manga109 (comma-separated)."),
+        typer.Option(
+            "-d",
+            "--dataset",
+            metavar="<str,...>",
+            help="set5, set14, b100, urban100, manga109, comma-separated (or --data-dir).",
+        ),
     ] = None,
-    scale: Annotated[list[str] | None, typer.Option("-s", "--scale", help="Scale(s), e.g. 4 or 2,3,4.")] = None,
+    scale: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-s",
+            "--scale",
+            metavar="<int,...>",
+            help="Scale(s), e.g. 4 or 2,3,4 (with --table: the table's rows at these scales).",
+            show_default=SCALE_DEFAULT_TEXT,
+        ),
+    ] = None,
     table_id: Annotated[str | None, typer.Option("--table", help="Run every row of a paper's table we can.")] = None,
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", help="Folder of HR images instead of a named set.")
+        Path | None,
+        typer.Option("--data-dir", help="Folder of HR images instead of a named set."),
     ] = None,
     sr_dir: Annotated[
-        Path | None, typer.Option("--sr-dir", help="Score SR images made elsewhere (no model runs).")
+        Path | None,
+        typer.Option("--sr-dir", help="Score SR images made elsewhere (no model runs)."),
     ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Local checkpoint instead of the pinned one.")
-    ] = None,
-    self_ensemble: Annotated[bool, typer.Option("--self-ensemble", help="x8 flips/rotations (the '+' rows).")] = False,
+    weights: WeightsOpt = None,
+    self_ensemble: SelfEnsembleOpt = False,
     whole: Annotated[bool, typer.Option("--whole", help="Whole-image inference even where the paper tiled.")] = False,
-    precision: Annotated[str, typer.Option("--precision", help="fp32 (default), bf16 or fp16.")] = "fp32",
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the model: pays for a tiled protocol's equal tiles (ASID), not for whole images "
-            "of many sizes.",
-        ),
-    ] = False,
+    precision: PrecisionOpt = "fp32",
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    compile: CompileOpt = False,
     per_image: Annotated[bool, typer.Option("--per-image", help="Also print every image's scores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results (with protocol) as JSON.")] = False,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the summary rows to a CSV file.")] = None,
     md_path: Annotated[Path | None, typer.Option("--markdown", help="Write the summary as a Markdown table.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the full JSON report to a file.")] = None,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="Draw PSNR vs parameters (ours and published) to a PNG.")
+        Path | None,
+        typer.Option("--plot", help="Draw PSNR vs parameters (ours and published) to a PNG."),
     ] = None,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
 ) -> None:
-    """Score models on the standard SR benchmarks (PSNR/SSIM on Y), next to the papers' numbers."""
-    tune_host_memory(device)
+    """Score models on the standard SR benchmarks (PSNR/SSIM on Y), next to the papers' numbers.
+
+    Runs in fp32 unless --precision says otherwise (the papers' protocol). Example: srcli eval -m imdn -d set5
+    """
+    # Everything the words alone can refuse is refused here, before torch loads.
+    jobs = _jobs(model, dataset, scale, table_id, data_dir, sr_dir)
+    checked: dict[tuple[str, int], Any] = {}
+    for m, _, s in jobs:
+        if m is not None and sr_dir is None and (m, s) not in checked:
+            options = run_options(
+                model=m,
+                scale=s,
+                weights=weights,
+                device=device,
+                precision=precision,
+                compile=compile,
+                self_ensemble=self_ensemble,
+                threads=threads,
+                cache_dir=cache_dir,
+                offline=offline,
+            )
+            checked[(m, s)] = check_run(options)
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from srcli.engine.options import resolve_run
     from srcli.eval.runner import evaluate
     from srcli.registry import InferenceProtocol
 
-    if precision not in {"fp32", "bf16", "fp16"}:
-        raise UsageError(f"precision '{precision}' is not one of fp32, bf16, fp16")
-    jobs = _jobs(model, dataset, scale, table_id, data_dir, sr_dir)
+    # One resolution per (model, scale): the device is picked, the threads set, the precision settled.
+    resolved = {key: resolve_run(run) for key, run in checked.items()}
+    if any(r.device.type == "cpu" for r in resolved.values()):
+        tune_host_memory()
     protocol = InferenceProtocol("whole") if whole else None
     results = []
     failures = 0
@@ -224,14 +276,10 @@ def eval_cmd(
                         s,
                         data_dir=data_dir,
                         sr_dir=sr_dir,
-                        weights=weights,
-                        self_ensemble=self_ensemble,
-                        precision=precision,
-                        device=device,
+                        options=resolved.get((m, s)) if m is not None else None,
                         protocol=protocol,
-                        compile=compile,
-                        cache_dir=cache_dir,
-                        offline=offline,
+                        cache_dir=cache_dir if sr_dir is not None else None,
+                        offline=(offline or None) if sr_dir is not None else None,
                         progress=tick,
                         download_reporter=dl,
                     )
@@ -259,11 +307,11 @@ def eval_cmd(
     elif rows:
         _render(rows, results, per_image)
     if rows and csv_path:
-        _write_atomic(csv_path, _csv(rows))
+        write_text(csv_path, _csv(rows))
     if rows and md_path:
-        _write_atomic(md_path, _markdown(rows))
+        write_text(md_path, _markdown(rows))
     if report:
-        _write_atomic(report, json.dumps([r.to_dict() for r in results], indent=2))
+        write_text(report, json.dumps([r.to_dict() for r in results], indent=2))
     if plot and results:
         _plot(results, plot)
     skipped = sum(len(r.skipped) for r in results)
@@ -295,6 +343,7 @@ def _plot(results: list[Any], out: Path) -> None:
 
 def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str | None, str | None, int]]:  # noqa: ANN001
     """The (model, dataset, scale) triples to run, from the options or from a published table."""
+    from srcli.engine.options import default_scale
     from srcli.eval.datasets import resolve_dataset_name
     from srcli.registry import get_model
 
@@ -305,15 +354,21 @@ def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str |
         raise UsageError("give a model with -m (or --sr-dir, or --table)")
     if not datasets and data_dir is None:
         raise UsageError("give a dataset with -d/--dataset (or --data-dir)")
-    if not scales:
-        raise UsageError("give a scale with -s (e.g. -s 4 or -s 2,3,4)")
+    if not scales and not models:
+        raise UsageError("give the scale of the images in --sr-dir with -s (e.g. -s 4)")
     for m in models:
         spec = get_model(m)
         for s in scales:
             spec.check_scale(s)
     for d in datasets:
         resolve_dataset_name(d)
-    return [(m, d, s) for m in (models or [None]) for d in (datasets or [None]) for s in scales]
+    jobs: list[tuple[str | None, str | None, int]] = []
+    for m in models or [None]:
+        # No -s: the model's own default scale (its largest with weights), as everywhere in srcli.
+        model_scales = scales or [default_scale(get_model(m))]  # type: ignore[arg-type]
+        for d in datasets or [None]:
+            jobs += [(m, d, s) for s in model_scales]
+    return jobs
 
 
 def _table_listing(

@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from srcli.cli.common import console, err_console, tune_host_memory
+from srcli.cli.common import (
+    CacheDirOpt,
+    DeviceOpt,
+    OfflineOpt,
+    ScaleOpt,
+    ThreadsOpt,
+    console,
+    err_console,
+    run_options,
+    tune_host_memory,
+)
+from srcli.engine.options import check_run
 from srcli.errors import UsageError
 
 app = typer.Typer(
@@ -46,6 +57,10 @@ _RUN_SETTINGS = (
     "skip_small",
     "lr_cache",
 )
+
+
+#: The option of each run setting whose name differs from the setting's.
+_OPTION_NAMES = {"train_dirs": "--train-dir", "budget_s": "--minutes", "batch_size": "--batch"}
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -84,11 +99,11 @@ def _check_resume_settings(saved: dict[str, Any], given: dict[str, Any], out: Pa
         elif key in {"val_dir", "init", "lr_cache"} and have is not None:
             value, have = str(Path(value).resolve()), str(Path(have).resolve())
         if value != have:
-            differ.append(f"--{key.replace('_', '-')} (saved: {have}, given: {value})")
+            differ.append(f"{_OPTION_NAMES.get(key, '--' + key.replace('_', '-'))} (saved: {have}, given: {value})")
     if differ:
         raise UsageError(
             f"--resume continues {out} with its saved settings, which differ: {'; '.join(differ)}. "
-            "Drop those options, or start a new run with another --out"
+            "Drop those options, or start a new run with another --output"
         )
 
 
@@ -115,18 +130,23 @@ def _fmt_eta(seconds: float | None) -> str:
 @app.callback(invoke_without_command=True)
 def train_cmd(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Option("-m", "--model", help="Registered model to train.")] = None,
-    scale: Annotated[int | None, typer.Option("-s", "--scale", help="Upscaling factor (2, 3, 4).")] = None,
+    model: Annotated[
+        str | None, typer.Option("-m", "--model", help="Registered model to train (required for a new run).")
+    ] = None,
+    scale: ScaleOpt = None,
     train_dir: Annotated[
-        list[Path] | None, typer.Option("--train-dir", help="Folder of HR training images (repeatable).")
+        list[Path] | None,
+        typer.Option("--train-dir", metavar="<path>", help="Folder of HR training images (repeatable)."),
     ] = None,
     train_dir_alias: Annotated[list[Path] | None, typer.Option("--train_dir", hidden=True)] = None,
     val_dir: Annotated[Path | None, typer.Option("--val-dir", help="Folder of HR validation images.")] = None,
     val_dir_alias: Annotated[Path | None, typer.Option("--val_dir", hidden=True)] = None,
     val_dataset: Annotated[
-        str | None, typer.Option("--val-dataset", help="Benchmark to validate on without --val-dir (default set5).")
+        str | None,
+        typer.Option("--val-dataset", help="Benchmark to validate on without --val-dir.", show_default="set5"),
     ] = None,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Run folder (checkpoints, log).")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Run folder (checkpoints, log).")] = None,
+    output_alias: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
     iters: Annotated[int | None, typer.Option("--iters", help="Train this many iterations.")] = None,
     epochs: Annotated[
         int | None, typer.Option("--epochs", help="Or this many epochs (one patch per image each).")
@@ -134,35 +154,46 @@ def train_cmd(
     minutes: Annotated[
         float | None, typer.Option("--minutes", help="Or for about this long (timed on a few steps first).")
     ] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("-b", "--batch-size", help="Patches per batch (default 16).")
-    ] = None,
-    batch_size_alias: Annotated[int | None, typer.Option("--batch_size", hidden=True)] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=1, help="Patches per batch.", show_default="16")] = None,
+    batch_alias: Annotated[int | None, typer.Option("-b", "--batch-size", "--batch_size", min=1, hidden=True)] = None,
     patch_size: Annotated[
-        int | None, typer.Option("--patch-size", help="HR patch side, a multiple of the scale (default 64).")
+        int | None,
+        typer.Option("--patch-size", help="HR patch side, a multiple of the scale.", show_default="64"),
     ] = None,
     patch_size_alias: Annotated[int | None, typer.Option("--patch_size", hidden=True)] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default 5e-4).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.", show_default="5e-4")] = None,
     schedule: Annotated[
-        str | None, typer.Option("--schedule", help="cosine or multistep, after a linear warm-up (default cosine).")
+        str | None,
+        typer.Option("--schedule", help="cosine or multistep, after a linear warm-up.", show_default="cosine"),
     ] = None,
     milestones: Annotated[
         str | None,
-        typer.Option("--milestones", help="Multistep: fractions of the run or iterations (default 0.5,0.75,0.9)."),
+        typer.Option(
+            "--milestones",
+            help="Multistep: fractions of the run or iterations, comma-separated.",
+            show_default="0.5,0.75,0.9",
+        ),
     ] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="Multistep decay factor (default 0.5).")] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="Multistep decay factor.", show_default="0.5")] = None,
     warmup: Annotated[
-        int | None, typer.Option("--warmup", help="Warm-up iterations (default 2% of the run, at most 1000).")
+        int | None,
+        typer.Option("--warmup", help="Warm-up iterations.", show_default="2% of the run, at most 1000"),
     ] = None,
     ema: Annotated[
-        float | None, typer.Option("--ema", help="EMA decay of the weights, 0 = off (default 0.999).")
+        float | None, typer.Option("--ema", help="EMA decay of the weights, 0 = off.", show_default="0.999")
     ] = None,
     grad_clip: Annotated[
-        float | None, typer.Option("--grad-clip", help="Max gradient norm, 0 = off (default 1.0).")
+        float | None, typer.Option("--grad-clip", help="Max gradient norm, 0 = off.", show_default="1.0")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights and patches (default 0).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights and patches.", show_default="0")] = None,
     val_every: Annotated[
-        int | None, typer.Option("--val-every", help="Validate and save every N iterations (default run / 10).")
+        int | None,
+        typer.Option(
+            "--val-every",
+            min=1,
+            help="Validate and save every N iterations, and at the end.",
+            show_default="run/10 within 100..1000",
+        ),
     ] = None,
     init: Annotated[
         Path | None, typer.Option("--init", help="Start from these weights (tensors that fit, e.g. an x2 body).")
@@ -170,16 +201,19 @@ def train_cmd(
     skip_small: Annotated[
         bool | None, typer.Option("--skip-small", help="Leave out training images smaller than the patch.")
     ] = None,
-    amp: Annotated[str | None, typer.Option("--amp", help="auto (bf16 on CUDA), bf16 or off (default auto).")] = None,
+    amp: Annotated[
+        str | None, typer.Option("--amp", help="auto (bf16 on CUDA), bf16 or off.", show_default="auto")
+    ] = None,
     lr_cache: Annotated[
-        Path | None, typer.Option("--lr-cache", help="Where LR images are cached (default OUT/lr_cache).")
+        Path | None,
+        typer.Option("--lr-cache", help="Where LR images are cached.", show_default="OUTPUT/lr_cache"),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:1, mps.")] = "auto",
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch (default: torch's choice).")
-    ] = None,
+    device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out exactly where it stopped.")
+        bool, typer.Option("--resume", help="Continue the run in --output exactly where it stopped.")
     ] = False,
 ) -> None:
     """Train a model: random crops, flips and rotations, L1, Adam, warm-up + cosine, EMA, periodic validation.
@@ -188,7 +222,6 @@ def train_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    tune_host_memory(device)
     given = {
         "model": model,
         "scale": scale,
@@ -199,7 +232,7 @@ def train_cmd(
         "iters": iters,
         "epochs": epochs,
         "budget_s": minutes * 60 if minutes is not None else None,
-        "batch_size": _merge(batch_size, batch_size_alias, "--batch-size"),
+        "batch_size": _merge(batch, batch_alias, "--batch"),
         "patch_size": _merge(patch_size, patch_size_alias, "--patch-size"),
         "lr": lr,
         "schedule": schedule,
@@ -215,19 +248,41 @@ def train_cmd(
         "skip_small": skip_small,
         "lr_cache": _opt_str(lr_cache),
     }
+    out = _merge(output, output_alias, "--output")
     if out is None:
         if not any(v is not None for v in given.values()):
             console.print(ctx.get_help())
             raise typer.Exit(0)
-        raise UsageError("give the run folder with -o/--out")
+        raise UsageError("give the run folder with -o/--output")
+    # What the words alone can refuse (model, scale, threads) is refused before torch loads.
+    if not resume:
+        missing = [] if model is not None else ["--model"]
+        if not given["train_dirs"]:
+            missing.append("--train-dir")
+        if missing:
+            raise UsageError(f"give {', '.join(missing)} (see 'srcli train --help')")
+    if model is not None:
+        checked = check_run(run_options(model=model, scale=scale, device=device, threads=threads))
+        if not checked.spec.needs_weights:
+            raise UsageError(f"model '{checked.spec.name}' has no parameters to train")
+        if not resume:
+            given["scale"] = checked.options.scale  # the model's default scale when -s is not given
     if threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
-    _run_training(given, out, device, resume)
+        torch.set_num_threads(threads)
+    _run_training(given, out, device, resume, cache_dir=_opt_str(cache_dir), offline=offline or None)
 
 
-def _run_training(given: dict[str, Any], out: Path, device: str, resume: bool) -> None:
+def _run_training(
+    given: dict[str, Any],
+    out: Path,
+    device: str,
+    resume: bool,
+    *,
+    cache_dir: str | None = None,
+    offline: bool | None = None,
+) -> None:
     from srcli.train.loop import TrainConfig, Trainer, TrainStatus
 
     display = _progress_display()
@@ -247,16 +302,13 @@ def _run_training(given: dict[str, Any], out: Path, device: str, resume: bool) -
                 saved = read_checkpoint(last)
                 if isinstance(saved, dict) and isinstance(saved.get("config"), dict):
                     _check_resume_settings(saved["config"], given, out)
-            trainer = Trainer.resume(out, device=device, prep_progress=prep)
+            trainer = Trainer.resume(out, device=device, prep_progress=prep, cache_dir=cache_dir, offline=offline)
         else:
-            missing = [opt for opt, key in (("--model", "model"), ("--scale", "scale")) if given[key] is None]
-            if not given["train_dirs"]:
-                missing.append("--train-dir")
-            if missing:
-                raise UsageError(f"give {', '.join(missing)} (see 'srcli train --help')")
             settings = {k: v for k, v in given.items() if v is not None and k in _RUN_SETTINGS}
-            config = TrainConfig(out=str(out), device=device, **settings)
+            config = TrainConfig(out=str(out), device=device, cache_dir=cache_dir, offline=offline, **settings)
             trainer = Trainer.create(config, prep_progress=prep)
+        if trainer.device.type == "cpu":
+            tune_host_memory()
         if prep_task:
             display.remove_task(prep_task[0])
         c = trainer.config
@@ -280,7 +332,7 @@ def _run_training(given: dict[str, Any], out: Path, device: str, resume: bool) -
             display.stop()
             err_console.print(
                 f"interrupted at iteration {trainer.iteration}; state saved: continue with "
-                f"'srcli train --resume --out {out}'",
+                f"'srcli train --resume -o {out}'",
                 highlight=False,
             )
             raise typer.Exit(130) from None

@@ -10,7 +10,28 @@ import typer
 from rich import box
 from rich.table import Table
 
-from srcli.cli.common import CacheDirOpt, OfflineOpt, console, download_progress, err_console, tune_host_memory
+from srcli.cli.common import (
+    BatchOpt,
+    CacheDirOpt,
+    CompileOpt,
+    DeviceOpt,
+    ModelOpt,
+    OfflineOpt,
+    OutscaleOpt,
+    PrecisionOpt,
+    ScaleOpt,
+    SelfEnsembleOpt,
+    ThreadsOpt,
+    TileOpt,
+    TileOverlapOpt,
+    WeightsOpt,
+    console,
+    download_progress,
+    err_console,
+    run_options,
+    show_notices,
+    tune_host_memory,
+)
 from srcli.errors import UsageError
 from srcli.registry import DEFAULT_MODEL
 
@@ -108,20 +129,10 @@ def upscale_cmd(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output folder (or file, for one input file).")] = Path(
         "upscaled"
     ),
-    model: Annotated[str, typer.Option("-m", "--model", help="Model name (see 'srcli models list').")] = DEFAULT_MODEL,
-    scale: Annotated[
-        int | None, typer.Option("-s", "--scale", help="Model scale factor (default: the model's largest, 4).")
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Use this checkpoint instead of the pinned one.")
-    ] = None,
-    outscale: Annotated[
-        float | None,
-        typer.Option(
-            "--outscale",
-            help="Final scale when it differs from the model's: more model passes, then a high-quality resize.",
-        ),
-    ] = None,
+    model: ModelOpt = DEFAULT_MODEL,
+    scale: ScaleOpt = None,
+    weights: WeightsOpt = None,
+    outscale: OutscaleOpt = None,
     recursive: Annotated[
         bool, typer.Option("-r", "--recursive", help="Walk folders recursively and mirror the tree under -o.")
     ] = False,
@@ -163,37 +174,18 @@ def upscale_cmd(
             "--fail-fast", help="Stop at the first file that fails (a file refused at planning: before any work)."
         ),
     ] = False,
-    device: Annotated[
-        str, typer.Option("--device", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps.")
-    ] = "auto",
-    precision: Annotated[
-        str, typer.Option("--precision", help="auto, fp32, bf16 or fp16 (auto: what is safe for the model).")
-    ] = "auto",
-    tile: Annotated[
-        str, typer.Option("--tile", help="Tile side in input pixels: auto (from free memory), 0 (whole image) or N.")
-    ] = "auto",
-    tile_overlap: Annotated[
-        int | None, typer.Option("--tile-overlap", min=0, help="Input pixels shared by neighbouring tiles.")
-    ] = None,
-    batch: Annotated[int | None, typer.Option("--batch", min=1, help="Tiles per forward pass.")] = None,
-    self_ensemble: Annotated[
-        bool, typer.Option("--self-ensemble", help="Average the 8 flips / rotations (x8 slower, slightly better).")
-    ] = False,
-    compile: Annotated[
-        bool,
-        typer.Option(
-            "--compile",
-            help="torch.compile the model: faster on long runs of equal-sized tiles or frames; each new input "
-            "shape compiles first (seconds to minutes).",
-        ),
-    ] = False,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = "auto",
+    tile: TileOpt = "auto",
+    tile_overlap: TileOverlapOpt = None,
+    batch: BatchOpt = None,
+    self_ensemble: SelfEnsembleOpt = False,
+    compile: CompileOpt = False,
     max_pixels: Annotated[
         int, typer.Option("--max-pixels", min=0, help="Refuse inputs above this many pixels (0: no limit).")
     ] = 64 * 1024 * 1024,
     io_workers: Annotated[int | None, typer.Option("--io-workers", min=1, help="Reader and writer threads.")] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
-    ] = None,
+    threads: ThreadsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
@@ -261,23 +253,21 @@ def upscale_cmd(
     planned before the model loads (--dry-run shows the plan). A bad file is reported and the batch
     goes on; the exit code is 1 if any file failed.
     """
-    from srcli.engine.options import RunOptions, parse_tile
-
-    run = RunOptions(
+    run = run_options(
         model=model,
         scale=scale,
-        weights=str(weights) if weights else None,
+        weights=weights,
         device=device,
         precision=precision,
-        tile=parse_tile(tile),
+        tile=tile,
         tile_overlap=tile_overlap,
         batch=batch,
         compile=compile,
         self_ensemble=self_ensemble,
         outscale=outscale,
         threads=threads,
-        cache_dir=str(cache_dir) if cache_dir else None,
-        offline=offline or None,
+        cache_dir=cache_dir,
+        offline=offline,
     )
     if _is_video_job(inputs, output, video=video, frames=frames):
         from srcli.pipeline.video import VideoOptions, parse_fps
@@ -330,8 +320,7 @@ def upscale_cmd(
         keep_metadata=keep_metadata,
     )
     plan = plan_images(inputs, options, create_folders=not dry_run)
-    for notice in plan.notices:
-        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+    show_notices(plan.notices)
     if dry_run:
         from srcli.pipeline.images import report_for_plan
 
@@ -368,8 +357,7 @@ def _resolve_and_load(run: Any, needed: bool) -> tuple[Any, Any]:
     resolved = resolve_run(run)
     if resolved.device.type == "cpu":
         tune_host_memory()
-    for notice in resolved.notices:
-        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+
     if not needed:
         return resolved, None
     with download_progress() as reporter:
@@ -505,8 +493,7 @@ def _video_cmd(inputs: list[str], options: Any, as_json: bool, dry_run: bool = F
     from srcli.pipeline.video import plan_video_job, report_for_video_plan, run_video_job
 
     plan = plan_video_job(inputs, options, create_folders=not dry_run)
-    for notice in plan.notices:
-        err_console.print(f"[yellow]{notice}[/yellow]", highlight=False)
+    show_notices(plan.notices)
     if dry_run:
         report = report_for_video_plan(plan)
         if as_json:

@@ -32,13 +32,14 @@ from typing import Any, Literal
 
 import torch
 
-from srcli.engine.devices import describe_device, pick_device, resolve_precision
+from srcli.engine.devices import describe_device
 from srcli.engine.inference import (
     forward_tiled_average,
     forward_whole,
     optimise_for_inference,
     prefers_channels_last,
 )
+from srcli.engine.options import CheckedRun, ResolvedRun, RunOptions, resolve_run
 from srcli.engine.upscale import EngineOptions, upscale_tensor
 from srcli.errors import DeviceOutOfMemoryError, UsageError
 from srcli.hub.loading import LoadedModel, load_model
@@ -67,6 +68,54 @@ PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
 
 #: Runs timed at least, whatever ``max_seconds`` says (a median needs a few).
 MIN_TIMED_RUNS = 3
+
+#: Called as ``progress(phase, done, total)`` after each run, ``phase`` being ``"warm-up"`` or ``"timed"``
+#: (``total``: the most runs of that phase; a time budget may end the timed ones sooner).
+BenchProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Input size and run counts of a measurement (``quick_plan`` fills what the user left open)."""
+
+    #: LR input (height, width).
+    size: tuple[int, int]
+    warmup: int
+    iters: int
+    max_seconds: float | None
+    #: Timed runs at least, whatever ``max_seconds`` says.
+    min_runs: int = MIN_TIMED_RUNS
+
+
+#: Defaults on an accelerator: a 256 px input, 3 warm-up runs, 20 timed runs, no time limit.
+ACCELERATOR_PLAN = RunPlan(size=(256, 256), warmup=3, iters=20, max_seconds=None)
+#: Defaults on a CPU, sized for a quick try that ends in seconds: 64 px, 1 warm-up run, a 3 s budget that
+#: may stop after one timed run (a large transformer takes seconds per run on a laptop's CPU).
+CPU_PLAN = RunPlan(size=(64, 64), warmup=1, iters=20, max_seconds=3.0, min_runs=1)
+
+
+def quick_plan(
+    device_type: str,
+    *,
+    size: tuple[int, int] | None = None,
+    warmup: int | None = None,
+    iters: int | None = None,
+    max_seconds: float | None = None,
+) -> RunPlan:
+    """The plan for a device type, with what was asked for kept: the CPU's quick defaults, else the accelerator's.
+
+    The CPU's time budget (and its one-run minimum) applies only when neither ``iters`` nor ``max_seconds``
+    is given; a budget asked for still times ``MIN_TIMED_RUNS`` runs at least.
+    """
+    base = CPU_PLAN if device_type == "cpu" else ACCELERATOR_PLAN
+    quick = iters is None and max_seconds is None
+    return RunPlan(
+        size=size or base.size,
+        warmup=base.warmup if warmup is None else warmup,
+        iters=base.iters if iters is None else iters,
+        max_seconds=base.max_seconds if quick else max_seconds,
+        min_runs=base.min_runs if quick else MIN_TIMED_RUNS,
+    )
 
 
 def peak_tflops(device_name: str, precision: str) -> float | None:
@@ -153,28 +202,21 @@ class BenchResult:
         return record
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256"`` -> (256, 256); ``"320x240"`` (width x height) -> (240, 320): (height, width)."""
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise UsageError(f"--size must be N or WxH in input pixels, not '{text}'") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) < 1:
-        raise UsageError(f"--size must be N or WxH in input pixels, not '{text}'")
-    width, height = values
-    return height, width
-
-
-def build_model(name: str, scale: int, device: torch.device, weights: str = "random") -> LoadedModel:
+def build_model(
+    name: str,
+    scale: int,
+    device: torch.device,
+    weights: str = "random",
+    *,
+    cache_dir: str | None = None,
+    offline: bool | None = None,
+) -> LoadedModel:
     """The model to time: ``random`` (seeded initialisation, no download), ``pinned`` (the cache) or a file."""
     spec = get_model(name)
     if weights == "pinned":
-        return load_model(name, scale, device=str(device))
+        return load_model(name, scale, cache_dir=cache_dir, offline=offline, device=str(device))
     if weights != "random":
-        return load_model(name, scale, weights=Path(weights), device=str(device))
+        return load_model(name, scale, weights=Path(weights), cache_dir=cache_dir, offline=offline, device=str(device))
     spec.check_scale(scale)
     torch.manual_seed(0)
     module = spec.build(scale).eval().to(device)
@@ -242,16 +284,21 @@ def _time_runs(
     warmup: int,
     iters: int,
     max_seconds: float | None,
+    min_runs: int = MIN_TIMED_RUNS,
+    progress: BenchProgress | None = None,
 ) -> tuple[list[float], float, torch.Tensor]:
     """(seconds of each timed run, seconds of the warm-up, last output).
 
     On CUDA each run sits between two recorded events and the host waits once, after the loop, so
-    the host never stalls the queue; elsewhere the host clock times each run.
+    the host never stalls the queue; elsewhere the host clock times each run. ``progress`` hears of
+    each run as it is queued (on the host's side of a CUDA queue).
     """
     out = None
     t0 = time.perf_counter()
     for i in range(warmup):
         out = fn(inputs[i % len(inputs)])
+        if progress:
+            progress("warm-up", i + 1, warmup)
     _synchronize(device)
     warm_seconds = time.perf_counter() - t0
     if device.type == "cuda":
@@ -272,8 +319,10 @@ def _time_runs(
             t = time.perf_counter()
             out = fn(x)
             seconds.append(time.perf_counter() - t)
+        if progress:
+            progress("timed", i + 1, max(1, iters))
         # The host clock runs ahead of a CUDA queue by at most its depth: close enough for a time budget.
-        if max_seconds is not None and i + 1 >= MIN_TIMED_RUNS and time.perf_counter() - loop_start > max_seconds:
+        if max_seconds is not None and i + 1 >= min_runs and time.perf_counter() - loop_start > max_seconds:
             break
     _synchronize(device)
     if cuda:
@@ -283,8 +332,8 @@ def _time_runs(
 
 
 def bench_model(
-    name: str,
-    scale: int = 4,
+    name: str | None = None,
+    scale: int | None = None,
     *,
     size: tuple[int, int] = (256, 256),
     device: str | torch.device = "auto",
@@ -300,43 +349,70 @@ def bench_model(
     warmup: int = 3,
     iters: int = 20,
     max_seconds: float | None = None,
+    min_runs: int = MIN_TIMED_RUNS,
     weights: str = "random",
     flops: bool = True,
     threads: int | None = None,
     loaded: LoadedModel | None = None,
+    options: RunOptions | CheckedRun | ResolvedRun | None = None,
+    progress: BenchProgress | None = None,
 ) -> BenchResult:
     """Time model ``name`` x``scale`` on synthetic input of ``size`` (LR height, width); see the module docstring.
 
-    ``mode`` defaults to ``tiled`` when ``tile`` is given, else ``whole``; ``protocol`` takes ``tile`` and
+    How the model runs is a ``RunOptions`` (``srcli.engine.options``), resolved once (device, threads,
+    precision): ``options`` if given (``name``, ``scale``, ``device``, ``precision``, ``tile``, ``overlap``,
+    ``batch``, ``compile`` and ``threads`` are then taken from it), else one built from those arguments.
+    ``scale=None`` is the model's largest (4); ``tile`` 0 or ``None`` is the whole image.
+    ``mode`` defaults to ``tiled`` when a tile is given, else ``whole``; ``protocol`` takes ``tile`` and
     ``overlap`` from the registry unless given. ``channels_last=None`` follows the engine's choice for the
-    model and device. ``max_seconds`` caps the timed loop (at least ``MIN_TIMED_RUNS`` runs). ``loaded``
-    reuses an already built model (its weights then stand for ``weights``).
+    model and device. ``max_seconds`` caps the timed loop (at least ``min_runs`` runs). ``loaded``
+    reuses an already built model (its weights then stand for ``weights``). ``weights`` is ``random`` (no
+    download), ``pinned`` or a checkpoint file. ``progress`` hears of every run (``BenchProgress``).
     """
-    if threads:
-        torch.set_num_threads(threads)
-    device = device if isinstance(device, torch.device) else pick_device(device)
-    spec = get_model(name)
-    resolved: str = resolve_precision(spec, device, precision)
+    if options is None:
+        if name is None:
+            raise UsageError("name the model to time")
+        options = RunOptions(
+            model=name,
+            scale=scale,
+            device=str(device),
+            precision=precision,
+            tile=tile or 0,
+            tile_overlap=overlap,
+            batch=batch,
+            compile=compile,
+            threads=threads,
+        )
+    run = options if isinstance(options, ResolvedRun) else resolve_run(options)
+    o = run.options
+    spec, scale, device = run.spec, run.scale, run.device
+    resolved: str = run.precision
+    batch = o.batch or 1
+    compile = o.compile
+    if o.tile == "auto":
+        raise UsageError("bench times a fixed tile: give --tile N (or 0 for the whole image)")
+    tile = o.tile if isinstance(o.tile, int) and o.tile > 0 else None
+    overlap = o.tile_overlap
     mode = mode or ("tiled" if tile else "whole")
     if mode not in MODES:
         raise UsageError(f"unknown bench mode '{mode}' (use {', '.join(MODES)})")
-    if batch < 1:
-        raise UsageError(f"--batch must be at least 1, not {batch}")
     h, w = size
     if mode == "protocol":
         tile = tile or spec.protocol.tile
         overlap = spec.protocol.overlap if overlap is None else overlap
         if not tile or overlap is None:
-            raise UsageError(f"model '{spec.name}' has no tiled protocol: pass --tile and --overlap")
+            raise UsageError(f"model '{spec.name}' has no tiled protocol: pass --tile and --tile-overlap")
     elif mode == "tiled":
-        if not tile or tile < 1:
+        if not tile:
             raise UsageError("the tiled mode needs --tile N (input pixels)")
         overlap = spec.tile_overlap if overlap is None else overlap
     else:
         tile = overlap = None
+    if o.weights is not None:  # a checkpoint file named in the options
+        weights = o.weights
 
     if loaded is None:
-        loaded = build_model(spec.name, scale, device, weights)
+        loaded = build_model(spec.name, scale, device, weights, cache_dir=o.cache_dir, offline=o.offline)
     elif (loaded.spec.name, loaded.scale) != (spec.name, scale):
         raise UsageError(f"the model passed is '{loaded.spec.name}' x{loaded.scale}, not '{spec.name}' x{scale}")
     if compile:
@@ -399,7 +475,14 @@ def bench_model(
         if mode == "protocol":
             tiles = sum(seen) // n_images
         seconds, warm_seconds, out = _time_runs(
-            fn_for(runnable), inputs, device, warmup=warmup, iters=iters, max_seconds=max_seconds
+            fn_for(runnable),
+            inputs,
+            device,
+            warmup=warmup,
+            iters=iters,
+            max_seconds=max_seconds,
+            min_runs=min_runs,
+            progress=progress,
         )
         peak_mb = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         finite = bool(torch.isfinite(out).all())

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from srcli.errors import UsageError
+from srcli.errors import DeviceError, UsageError
 from srcli.registry import DEFAULT_MODEL, ModelSpec, get_model
 
 if TYPE_CHECKING:
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 #: Smallest ``--tile``: below it a tile is mostly overlap and a small image takes thousands of passes.
 MIN_TILE = 16
+#: The refusal of half precision on a CPU (no half-precision kernels for several layers there; peers crash on it).
+FP16_ON_CPU = "fp16 is not supported on the CPU; use --precision bf16 or fp32"
 #: Largest ``--outscale``: the engine chains at most three model passes before its final resize.
 MAX_OUTSCALE = 64.0
 
@@ -106,6 +108,8 @@ def check_run(options: RunOptions) -> CheckedRun:
     notices: list[str] = []
     if options.precision not in PRECISION_CHOICES:
         raise UsageError(f"--precision must be one of {', '.join(PRECISION_CHOICES)}, not '{options.precision}'")
+    if options.precision == "fp16" and options.device.strip().lower() == "cpu":
+        raise DeviceError(FP16_ON_CPU)  # known from the words alone; resolve_precision refuses a CPU found by "auto"
     tile = parse_tile(options.tile)
     if tile != "auto":
         if not isinstance(tile, int) or tile < 0:

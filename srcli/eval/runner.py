@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from srcli._version import __version__
-from srcli.errors import DatasetError, ImageReadError, SrcliError
+from srcli.errors import DatasetError, ImageReadError, UsageError
 from srcli.eval.datasets import DISPLAY_NAMES, dataset_files, folder_images, resolve_dataset_name
 from srcli.eval.protocol import PROTOCOL_DESCRIPTION, make_lr, modcrop, score
 from srcli.registry import InferenceProtocol
 
+if TYPE_CHECKING:
+    from srcli.engine.options import CheckedRun, ResolvedRun, RunOptions
+
 log = logging.getLogger("srcli")
+
+#: The package's source folder: a git checkout when ``srcli`` runs from its repository (editable install).
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 #: Called as ``progress(done, total, image_name)`` after each image.
 EvalProgress = Callable[[int, int, str], None]
@@ -28,6 +36,7 @@ class ImageScore:
     name: str
     psnr: float
     ssim: float
+    #: The scored (mod-cropped) HR size as (width, height), the order every srcli size is given in.
     hr_size: tuple[int, int]
 
 
@@ -45,6 +54,10 @@ class EvalResult:
     protocol: dict[str, Any]
     seconds: float
     published: list[dict[str, Any]] = field(default_factory=list)
+    #: Where the numbers came from: srcli version and git commit, torch version, CPU threads, UTC start time.
+    environment: dict[str, Any] = field(default_factory=dict)
+    #: sha256 of every HR file scored, by file name.
+    dataset_sha256: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -75,72 +88,193 @@ def _find_sr(sr_dir: Path, hr_path: Path) -> Path | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
+def git_commit(root: str | Path | None = None) -> str | None:
+    """The commit checked out in ``root`` (default: srcli's own source folder), or ``None`` outside a checkout.
+
+    Reads ``.git/HEAD`` and the ref it names (loose, else in ``packed-refs``) directly; a ``.git`` file
+    (worktree, submodule) is followed to its git folder.
+    """
+    git = Path(root if root is not None else _SOURCE_ROOT) / ".git"
+    try:
+        if git.is_file():
+            text = git.read_text(encoding="utf-8").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            git = (git.parent / text.removeprefix("gitdir:").strip()).resolve()
+        head = (git / "HEAD").read_text(encoding="utf-8").strip()
+        if not head.startswith("ref:"):
+            return head or None  # a detached HEAD holds the commit itself
+        ref = head.removeprefix("ref:").strip()
+        common = git
+        if (git / "commondir").is_file():  # a worktree keeps its branches in the main git folder
+            common = (git / (git / "commondir").read_text(encoding="utf-8").strip()).resolve()
+        for folder in dict.fromkeys((git, common)):
+            loose = folder / ref
+            if loose.is_file():
+                return loose.read_text(encoding="utf-8").strip() or None
+        for folder in dict.fromkeys((git, common)):
+            packed = folder / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text(encoding="utf-8").splitlines():
+                    sha, _, name = line.partition(" ")
+                    if name.strip() == ref and not line.startswith(("#", "^")):
+                        return sha
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def run_environment(started: datetime | None = None) -> dict[str, Any]:
+    """What an evaluation ran with: srcli version and git commit, torch version and CPU threads, and the
+    UTC time it ``started`` (default: now) in ISO 8601."""
+    import torch
+
+    return {
+        "srcli": __version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "timestamp": _iso(started or datetime.now(timezone.utc)),
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _eval_run(
+    model: str,
+    scale: int | None,
+    given: dict[str, Any],
+    options: RunOptions | CheckedRun | ResolvedRun | None,
+) -> ResolvedRun:
+    """The resolved run of one evaluation: ``options`` (default: fp32, the papers' protocol) with the
+    arguments given overriding its fields; a checked or resolved ``options`` is taken as it is."""
+    from srcli.engine.options import CheckedRun, ResolvedRun, RunOptions, check_run, resolve_run
+    from srcli.registry import get_model
+
+    if isinstance(options, (CheckedRun, ResolvedRun)):
+        have = options.options
+        if get_model(model).name != have.model or (scale is not None and scale != have.scale):
+            raise UsageError(f"model '{model}' x{scale} differs from the options' '{have.model}' x{have.scale}")
+        if given:
+            raise UsageError(f"pass {', '.join(sorted(given))} in options or as arguments, not both")
+        return options if isinstance(options, ResolvedRun) else resolve_run(options)
+    run = replace(options or RunOptions(precision="fp32"), model=model, **given)
+    if scale is not None:
+        run = replace(run, scale=scale)
+    if run.outscale is not None:
+        raise UsageError("evaluate scores the model's own scale: leave outscale unset")
+    return resolve_run(check_run(run))
+
+
 def evaluate(
-    model: str | None,
-    dataset: str | None,
-    scale: int,
+    model: str | None = None,
+    dataset: str | None = None,
+    scale: int | None = None,
     *,
     data_dir: str | Path | None = None,
     sr_dir: str | Path | None = None,
     weights: str | Path | None = None,
-    self_ensemble: bool = False,
-    precision: str = "fp32",
-    device: str = "auto",
+    self_ensemble: bool | None = None,
+    precision: str | None = None,
+    device: str | None = None,
     protocol: InferenceProtocol | None = None,
-    compile: bool = False,
+    compile: bool | None = None,
+    threads: int | None = None,
     cache_dir: str | Path | None = None,
     offline: bool | None = None,
+    options: RunOptions | CheckedRun | ResolvedRun | None = None,
     progress: EvalProgress | None = None,
     download_reporter=None,  # noqa: ANN001 - srcli.hub.download.ProgressReporter
 ) -> EvalResult:
     """Score ``model`` at ``scale`` on ``dataset`` (or the HR images in ``data_dir``).
 
-    With ``sr_dir``, no model runs: the SR images in that folder (matched to the HR by name)
-    are scored instead. Images that cannot be read, or whose SR size does not match, are
-    skipped with a note in ``EvalResult.skipped``; the mean is over the images scored.
-    ``compile`` runs the model under ``torch.compile``: it pays for a tiled protocol (ASID's equal 64 px
-    tiles compile once), not for whole images of many sizes (each size compiles again).
+    How the model runs is a ``RunOptions`` (``srcli.engine.options``), resolved once: ``options``, or
+    ``RunOptions(precision="fp32")`` (the papers' protocol), with ``model``, ``scale`` and every other
+    argument given (not ``None``) replacing its field. ``scale=None`` is the model's largest (4).
+    The paper's inference protocol (``protocol`` overrides it) decides tiling; ``options.batch`` sets
+    the tiles per forward pass of a tiled protocol. ``compile`` runs the model under ``torch.compile``:
+    it pays for a tiled protocol (ASID's equal 64 px tiles compile once), not for whole images of
+    many sizes (each size compiles again).
+
+    With ``sr_dir``, no model runs: the SR images in that folder (matched to the HR by name) are scored
+    instead, at ``scale`` (required unless ``model`` names a model). Images that cannot be read, or
+    whose SR size does not match, are skipped with a note in ``EvalResult.skipped``; the mean is over
+    the images scored. The result records the environment and the sha256 of every HR file scored.
     """
     import torch
 
     from srcli.io.images import read_rgb_uint8
 
     started = time.perf_counter()
-    label, hr_paths, skipped = _hr_images(dataset, data_dir, cache_dir, offline, download_reporter)
-    loaded = None
+    started_at = datetime.now(timezone.utc)
+    given = {
+        key: value
+        for key, value in {
+            "weights": str(weights) if weights is not None else None,
+            "self_ensemble": self_ensemble,
+            "precision": precision,
+            "device": device,
+            "compile": compile,
+            "threads": threads,
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "offline": offline,
+        }.items()
+        if value is not None
+    }
     run = None
+    resolved = None
+    if sr_dir is None:
+        if model is None:
+            if options is None:
+                raise UsageError("give a model, or sr_dir to score existing results")
+            from srcli.engine.options import RunOptions
+
+            model = (options if isinstance(options, RunOptions) else options.options).model
+        resolved = _eval_run(model, scale, given, options)
+        scale = resolved.scale
+    elif scale is None:
+        if model is None:
+            raise UsageError("give the scale of the SR images in sr_dir")
+        from srcli.engine.options import default_scale
+        from srcli.registry import get_model
+
+        scale = default_scale(get_model(model))
+    assert scale is not None
+    label, hr_paths, skipped = _hr_images(
+        dataset,
+        data_dir,
+        resolved.options.cache_dir if resolved else cache_dir,
+        resolved.options.offline if resolved else offline,
+        download_reporter,
+    )
     record: dict[str, Any] = {
         **PROTOCOL_DESCRIPTION,
         "srcli": __version__,
         "scale": scale,
         "lr_source": "srcli MATLAB-compatible imresize from HR",
     }
-    if sr_dir is None:
-        from srcli.engine.inference import optimise_for_inference, pick_device, run_model
-        from srcli.hub.loading import load_model
+    if resolved is not None:
+        from srcli.engine.inference import optimise_for_inference, run_model
 
-        if model is None:
-            raise SrcliError("give a model, or --sr-dir to score existing results")
-        dev = pick_device(device)
-        loaded = load_model(
-            model,
-            scale,
-            weights=weights,
-            cache_dir=cache_dir,
-            offline=offline,
-            device=str(dev),
-            reporter=download_reporter,
-        )
-        if compile:
+        o = resolved.options
+        dev = resolved.device
+        loaded = resolved.load(download_reporter)
+        if o.compile:
             loaded = optimise_for_inference(loaded, dev, channels_last=False, compile=True)
         proto = protocol or loaded.spec.protocol
         record.update(
             model=loaded.spec.name,
-            dtype=precision,
+            dtype=resolved.precision,
             device=str(dev),
             inference=proto.describe(),
-            self_ensemble=self_ensemble,
-            compiled=compile,
+            self_ensemble=o.self_ensemble,
+            compiled=o.compile,
             weights=str(loaded.weights_path) if loaded.weights_path else None,
             weights_sha256=loaded.weights_sha256,
         )
@@ -150,17 +284,22 @@ def evaluate(
                 loaded,
                 lr[None].to(dev),
                 protocol=proto,
-                self_ensemble=self_ensemble,
-                precision=precision,
-                full_batches=compile,
+                self_ensemble=o.self_ensemble,
+                precision=resolved.precision,  # type: ignore[arg-type]
+                tile_batch=o.batch,
+                full_batches=o.compile,
             )[0].cpu()
     else:
-        sr_dir = Path(sr_dir)
+        sr_dir = Path(sr_dir)  # type: ignore[arg-type]
         if not sr_dir.is_dir():
             raise DatasetError(f"{sr_dir}: not a folder")
         record.update(model=model or "external", sr_dir=str(sr_dir), inference="scored from --sr-dir")
 
+    environment = run_environment(started_at)
+    if resolved is not None:
+        environment["device"] = resolved.describe_device()
     scores: list[ImageScore] = []
+    hashes: dict[str, str] = {}
     for i, hr_path in enumerate(hr_paths):
         try:
             hr = modcrop(read_rgb_uint8(hr_path), scale)
@@ -169,7 +308,7 @@ def evaluate(
             if run is not None:
                 sr = run(make_lr(hr, scale))
             else:
-                sr_path = _find_sr(sr_dir, hr_path)
+                sr_path = _find_sr(sr_dir, hr_path)  # type: ignore[arg-type]
                 if sr_path is None:
                     raise ImageReadError(f"{hr_path.name}: no matching SR image in {sr_dir}")
                 sr = read_rgb_uint8(sr_path).to(torch.float32) / 255.0
@@ -179,7 +318,8 @@ def evaluate(
                         f"{hr.shape[-1]}x{hr.shape[-2]}"
                     )
             p, s = score(sr, hr, scale)
-            scores.append(ImageScore(hr_path.name, p, s, (int(hr.shape[-2]), int(hr.shape[-1]))))
+            scores.append(ImageScore(hr_path.name, p, s, (int(hr.shape[-1]), int(hr.shape[-2]))))
+            hashes[hr_path.name] = _sha256(hr_path)
         except ImageReadError as exc:
             log.warning("skipped %s", exc)
             skipped.append(str(exc))
@@ -189,6 +329,7 @@ def evaluate(
         raise DatasetError(f"{label}: no image could be scored ({len(skipped)} skipped)")
     mean_psnr = sum(s.psnr for s in scores) / len(scores)
     mean_ssim = sum(s.ssim for s in scores) / len(scores)
+    self_ens = bool(record.get("self_ensemble", False))
     result = EvalResult(
         model=record["model"],
         dataset=label,
@@ -199,9 +340,16 @@ def evaluate(
         skipped=skipped,
         protocol=record,
         seconds=time.perf_counter() - started,
+        environment=environment,
+        dataset_sha256=hashes,
     )
-    result.published = _published(record["model"], label, scale, self_ensemble)
+    result.published = _published(record["model"], label, scale, self_ens)
     return result
+
+
+def _iso(moment: datetime) -> str:
+    """``2025-01-31T12:00:00Z``: ISO 8601 in UTC, to the second."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _published(model: str, dataset: str, scale: int, self_ensemble: bool) -> list[dict[str, Any]]:

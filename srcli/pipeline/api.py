@@ -1,13 +1,15 @@
 """``srcli.upscale``: super-resolve one image in memory (tensor, array, Pillow image or file path).
 
-Stateless and thread-safe: every call builds what it needs from its arguments. Passing a
-``LoadedModel`` (from ``srcli.load_model``) as ``model`` skips loading the weights each call;
-one ``LoadedModel`` may serve several threads at once.
+Stateless and thread-safe: every call builds what it needs from its arguments, through the engine's one
+options record (``RunOptions``, resolved once per call as ``srcli upscale`` resolves it). Passing a
+``LoadedModel`` (from ``srcli.load_model``) as ``model`` skips loading the weights each call; one
+``LoadedModel`` may serve several threads at once.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from srcli.errors import UsageError
@@ -15,29 +17,36 @@ from srcli.errors import UsageError
 if TYPE_CHECKING:
     import numpy as np
 
+    from srcli.engine.options import ResolvedRun, RunOptions
     from srcli.hub.loading import LoadedModel
 
 
-def _loaded(
-    model: str | LoadedModel,
-    scale: int | None,
-    weights: str | os.PathLike[str] | None,
-    device: str,
-    cache_dir: str | None,
-    offline: bool | None,
-) -> LoadedModel:
-    from srcli.engine.devices import pick_device
-    from srcli.hub.loading import LoadedModel, load_model
-    from srcli.registry import get_model
+def _resolve(
+    model: str | LoadedModel | None, given: dict[str, Any], options: RunOptions | None
+) -> tuple[ResolvedRun, LoadedModel | None]:
+    """The run of one call, resolved once: ``options`` (default ``RunOptions()``) with the arguments given
+    replacing its fields, and the ``LoadedModel`` passed as ``model`` (then its name, scale and device rule)."""
+    from srcli.engine.options import RunOptions, check_run, resolve_run
+    from srcli.hub.loading import LoadedModel
 
+    run = replace(options or RunOptions(), **given)
+    loaded = None
     if isinstance(model, LoadedModel):
-        if scale is not None and scale != model.scale:
-            raise UsageError(f"scale={scale} but the loaded model '{model.spec.name}' is x{model.scale}")
-        return model
-    scale = scale or max(get_model(model).weight_scales or get_model(model).scales)
-    return load_model(
-        model, scale, weights=weights, cache_dir=cache_dir, offline=offline, device=str(pick_device(device))
-    )
+        loaded = model
+        if run.scale is not None and run.scale != loaded.scale:
+            raise UsageError(f"scale={run.scale} but the loaded model '{loaded.spec.name}' is x{loaded.scale}")
+        held = next(iter(loaded.module.parameters()), None)
+        where = str(held.device) if held is not None else "cpu"
+        asked = given.get("device", "auto")
+        kind, _, index = asked.partition(":")
+        if asked != "auto" and (where.partition(":")[0] != kind or (index and asked != where)):
+            raise UsageError(f"device='{asked}' but the loaded model is on {where}")
+        run = replace(run, model=loaded.spec.name, scale=loaded.scale, device=where, weights=None)
+    elif model is not None:
+        run = replace(run, model=model)
+    if run.compile:
+        raise UsageError("srcli.upscale does not compile (every call would compile again): compile a LoadedModel")
+    return resolve_run(check_run(run)), loaded
 
 
 def _array_to_frame(array: np.ndarray) -> tuple[Any, bool, Any]:
@@ -83,20 +92,22 @@ def _frame_to_array(frame: Any, grey: bool, dtype: Any) -> np.ndarray:
 
 def upscale(
     image: Any,
-    model: str | LoadedModel = "imdn",
+    model: str | LoadedModel | None = None,
     scale: int | None = None,
     *,
     weights: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: int | str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
+    tile: int | str | None = None,
     tile_overlap: int | None = None,
     batch: int | None = None,
-    self_ensemble: bool = False,
+    self_ensemble: bool | None = None,
     outscale: float | None = None,
+    threads: int | None = None,
     alpha: str = "resize",
-    cache_dir: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
+    options: RunOptions | None = None,
 ) -> Any:
     """Super-resolve ``image`` with ``model`` at ``scale`` and return it in the form it came in.
 
@@ -108,27 +119,44 @@ def upscale(
     - a path: read like ``srcli upscale`` reads files (EXIF orientation applied, 16 bits kept);
       returned as a numpy array of the file's bit depth (alpha as a fourth channel).
 
-    The other arguments mean what the ``srcli upscale`` options of the same names mean.
+    How the model runs is the engine's ``RunOptions`` (``srcli.engine.options``), resolved once per call:
+    ``options`` (default ``RunOptions()``: ``srcli.registry.DEFAULT_MODEL``, survey-net, at its largest
+    scale, 4), with every argument given (not ``None``) replacing its field; the arguments mean what the
+    ``srcli upscale`` options of the same names mean. ``model`` may be a ``LoadedModel`` (from
+    ``srcli.load_model``): its weights are not loaded again and it runs where it is. ``threads`` sets
+    torch's CPU threads for the process. Stateless and re-entrant: nothing is kept between calls.
     """
     import numpy as np
     import torch
 
-    from srcli.engine.devices import resolve_precision
-    from srcli.engine.upscale import EngineOptions, upscale_tensor
+    from srcli.engine.upscale import upscale_tensor
     from srcli.pipeline.images import _process_frame
 
-    loaded = _loaded(model, scale, weights, device, cache_dir, offline)
-    run_device = next(iter(loaded.module.parameters()), torch.empty(0)).device
-    engine = EngineOptions(
-        precision=resolve_precision(loaded.spec, run_device, precision),
-        tile=tile,
-        overlap=tile_overlap,
-        batch=batch,
-        self_ensemble=self_ensemble,
-        outscale=outscale,
-    )
     if alpha not in ("resize", "model", "drop"):
         raise UsageError(f"alpha must be resize, model or drop, not '{alpha}'")
+    given = {
+        key: value
+        for key, value in {
+            "scale": scale,
+            "weights": os.fspath(weights) if weights is not None else None,
+            "device": device,
+            "precision": precision,
+            "tile": tile,
+            "tile_overlap": tile_overlap,
+            "batch": batch,
+            "self_ensemble": self_ensemble,
+            "outscale": outscale,
+            "threads": threads,
+            "cache_dir": os.fspath(cache_dir) if cache_dir is not None else None,
+            "offline": offline,
+        }.items()
+        if value is not None
+    }
+    resolved, loaded = _resolve(model, given, options)
+    if loaded is None:
+        loaded = resolved.load()
+    run_device = resolved.device
+    engine = resolved.engine
 
     if isinstance(image, torch.Tensor):
         single = image.dim() == 3
