@@ -186,6 +186,24 @@ def upscale_cmd(
     ] = 64 * 1024 * 1024,
     io_workers: Annotated[int | None, typer.Option("--io-workers", min=1, help="Reader and writer threads.")] = None,
     threads: ThreadsOpt = None,
+    devices: Annotated[
+        str | None,
+        typer.Option(
+            "--devices",
+            help="Run on several devices at once, one worker process each: all (every CUDA device), "
+            "cuda:0,cuda:1, or cpu,cpu (the CPU threads split between the workers). Images only.",
+            show_default="one device, --device",
+        ),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: auto, ray://HOST:PORT, or local (start one here). Needs the [ray] extra. "
+            "Inputs and outputs must be on a file system every node sees. Images only.",
+            show_default="no Ray",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
@@ -269,7 +287,15 @@ def upscale_cmd(
         cache_dir=cache_dir,
         offline=offline,
     )
+    if devices is not None and ray is not None:
+        raise UsageError("--devices and --ray are two ways to scale out: give one of them")
+    if devices is not None:
+        from srcli.pipeline.device_pool import parse_devices
+
+        device_list = parse_devices(devices)
     if _is_video_job(inputs, output, video=video, frames=frames):
+        if devices is not None or ray is not None:
+            raise UsageError("--devices and --ray run image jobs; a video runs on one device (--device)")
         from srcli.pipeline.video import VideoOptions, parse_fps
 
         _video_cmd(
@@ -332,7 +358,12 @@ def upscale_cmd(
         if report.exit_code:
             raise typer.Exit(report.exit_code)
         return
-    report = _run_images(plan, as_json)
+    if devices is not None:
+        report = _run_images_on(plan, as_json, devices=device_list)
+    elif ray is not None:
+        report = _run_images_on(plan, as_json, ray=ray)
+    else:
+        report = _run_images(plan, as_json)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -371,6 +402,45 @@ def _run_images(plan: Any, as_json: bool) -> Any:
     progress = _progress("{task.fields[rate]}", as_json)
     with progress:
         return run_job(plan, events=_RichEvents(progress), resolved=resolved, loaded=loaded)
+
+
+def _run_images_on(plan: Any, as_json: bool, *, devices: list[str] | None = None, ray: str | None = None) -> Any:
+    """The image job on several worker processes (``--devices``) or a Ray cluster (``--ray``): the same plan,
+    one progress bar and one report, with each worker's throughput."""
+    progress = _progress("{task.fields[rate]}", as_json)
+    with progress:
+        events = _RichEvents(progress)
+        if devices is not None:
+            from srcli.pipeline.device_pool import run_job_on_devices
+
+            report = run_job_on_devices(plan, devices, events=events)
+        else:
+            from srcli.pipeline.ray_executor import run_job_on_ray
+
+            report = run_job_on_ray(plan, ray or "auto", events=events)
+    if not as_json:
+        _render_workers(report)
+    return report
+
+
+def _render_workers(report: Any) -> None:
+    """Per-worker throughput of a scaled-out run, and the retries after a worker died."""
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    for col in ("worker", "device", "images", "failed", "restarts", "images/s", "out MP/s"):
+        table.add_column(col, justify="left" if col in ("worker", "device") else "right")
+    for w in report.workers:
+        table.add_row(
+            str(w.slot),
+            w.description or w.device,
+            str(w.images),
+            str(w.failed),
+            str(w.restarts),
+            f"{w.images_per_second:.2f}" if w.seconds else "-",
+            f"{w.output_megapixels / w.seconds:.2f}" if w.seconds else "-",
+        )
+    err_console.print(table)
+    if report.retries:
+        err_console.print(f"[yellow]{report.retries} image(s) run again after a worker died[/yellow]")
 
 
 def _progress(rate_column: str, as_json: bool) -> Any:
