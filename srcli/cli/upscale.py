@@ -88,6 +88,16 @@ def _render_plan(report: Any) -> None:
     console.print(table)
 
 
+def _show_dry_run(report: Any, as_json: bool) -> None:
+    """Print a plan's report (the dry run), as JSON or as the plan table; refusals give exit code 1."""
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _render_plan(report)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
 class _RichEvents:
     """Progress over images, plus a transient bar over tiles for large images."""
 
@@ -350,13 +360,7 @@ def upscale_cmd(
     if dry_run:
         from srcli.pipeline.images import report_for_plan
 
-        report = report_for_plan(plan)
-        if as_json:
-            print(json.dumps(report.to_dict(), indent=2))
-        else:
-            _render_plan(report)
-        if report.exit_code:
-            raise typer.Exit(report.exit_code)
+        _show_dry_run(report_for_plan(plan), as_json)
         return
     if devices is not None:
         report = _run_images_on(plan, as_json, devices=device_list)
@@ -565,13 +569,7 @@ def _video_cmd(inputs: list[str], options: Any, as_json: bool, dry_run: bool = F
     plan = plan_video_job(inputs, options, create_folders=not dry_run)
     show_notices(plan.notices)
     if dry_run:
-        report = report_for_video_plan(plan)
-        if as_json:
-            print(json.dumps(report.to_dict(), indent=2))
-        else:
-            _render_plan(report)
-        if report.exit_code:
-            raise typer.Exit(report.exit_code)
+        _show_dry_run(report_for_video_plan(plan), as_json)
         return
     resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.to_run))
     progress = _progress("frames {task.fields[rate]}", as_json)

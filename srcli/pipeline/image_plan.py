@@ -16,7 +16,7 @@ from pathlib import Path
 from srcli.engine.options import check_run
 from srcli.errors import ImageReadError, ImageWriteError, UsageError
 from srcli.pipeline.inputs import INPUT_SUFFIXES, InputFile, check_template, collect_inputs, output_name
-from srcli.pipeline.job import ALPHA_MODES, ImageOptions
+from srcli.pipeline.job import ALPHA_MODES, ImageOptions, JobPlan
 from srcli.pipeline.outputs import (
     Action,
     OutputClaims,
@@ -26,7 +26,6 @@ from srcli.pipeline.outputs import (
     decide_existing,
     job_fingerprint,
 )
-from srcli.registry import ModelSpec
 
 #: Output formats ``--format`` accepts, by the extension they get.
 FORMAT_EXTENSIONS = {
@@ -71,27 +70,8 @@ class PlannedImage:
 
 
 @dataclass(frozen=True)
-class ImagePlan:
+class ImagePlan(JobPlan[ImageOptions, PlannedImage]):
     """The whole image job, resolved: options (checked), the model, every item, notices."""
-
-    options: ImageOptions
-    spec: ModelSpec
-    items: tuple[PlannedImage, ...]
-    #: Adjusted options and other job-wide notes, one line each.
-    notices: tuple[str, ...]
-    #: Folder whose journal records this job's outputs.
-    journal_root: Path
-    #: The settings that decide an output's content (recorded in the journal with each output).
-    fingerprint: str
-
-    @property
-    def todo(self) -> tuple[PlannedImage, ...]:
-        """The items to upscale."""
-        return tuple(i for i in self.items if i.action == "upscale")
-
-    def journal(self) -> OutputJournal:
-        """The output journal (read fresh from disk)."""
-        return OutputJournal(self.journal_root)
 
 
 def requested_extension(fmt: str | None) -> str | None:

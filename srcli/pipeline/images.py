@@ -287,9 +287,7 @@ def run_job(
     options = plan.options
     report = report_for_plan(plan)
     reports = {item.input: rep for item, rep in zip(plan.items, report.files, strict=True)}
-    todo = plan.todo
-    if options.fail_fast and any(item.action == "refuse" for item in plan.items):
-        todo = ()  # --fail-fast: a file refused at planning stops the job before any work
+    todo = plan.to_run  # with --fail-fast, a file refused at planning stops the job before any work
     resolved = resolved or resolve_run(options.run)
     loaded, engine = set_up_model(resolved, report, needed=bool(todo), loaded=loaded, reporter=reporter)
     remove_stale_temp_files(todo)

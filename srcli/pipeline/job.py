@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, Protocol, TypeVar
 
 from srcli.engine.options import RunOptions
+from srcli.pipeline.outputs import Action, OutputJournal
+from srcli.registry import ModelSpec
 
 #: Default output name template: the input's stem and the output format's extension.
 DEFAULT_NAME = "{stem}.{ext}"
@@ -55,3 +57,44 @@ class ImageOptions(JobOptions):
     alpha: AlphaMode = "resize"
     #: Copy EXIF to the outputs (the ICC profile is always kept).
     keep_metadata: bool = False
+
+
+class PlannedItem(Protocol):
+    """What every planned input has: what the job does with it."""
+
+    action: Action
+
+
+OptionsT = TypeVar("OptionsT", bound=JobOptions)
+ItemT = TypeVar("ItemT", bound=PlannedItem)
+
+
+@dataclass(frozen=True)
+class JobPlan(Generic[OptionsT, ItemT]):
+    """A job resolved once: options (checked), the model, every input's plan, notices, and the output journal."""
+
+    options: OptionsT
+    spec: ModelSpec
+    items: tuple[ItemT, ...]
+    #: Adjusted options and other job-wide notes, one line each.
+    notices: tuple[str, ...]
+    #: Folder whose journal records this job's outputs.
+    journal_root: Path
+    #: The settings that decide an output's content (recorded in the journal with each output).
+    fingerprint: str
+
+    @property
+    def todo(self) -> tuple[ItemT, ...]:
+        """The inputs to upscale."""
+        return tuple(i for i in self.items if i.action == "upscale")
+
+    @property
+    def to_run(self) -> tuple[ItemT, ...]:
+        """The inputs a run upscales: ``todo``, or none with ``--fail-fast`` when an input was refused."""
+        if self.options.fail_fast and any(i.action == "refuse" for i in self.items):
+            return ()
+        return self.todo
+
+    def journal(self) -> OutputJournal:
+        """The output journal (read fresh from disk)."""
+        return OutputJournal(self.journal_root)

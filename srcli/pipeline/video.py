@@ -64,6 +64,7 @@ from srcli.io.video import (
     write_concat_list,
 )
 from srcli.pipeline.inputs import check_template, output_name
+from srcli.pipeline.job import JobPlan
 from srcli.pipeline.messages import error_text, one_line
 from srcli.pipeline.outputs import (
     Action,
@@ -107,7 +108,6 @@ from srcli.pipeline.video_writers import (
     other_files,
     write_timestamps,
 )
-from srcli.registry import ModelSpec
 
 if TYPE_CHECKING:
     from srcli.engine.options import ResolvedRun
@@ -171,34 +171,8 @@ class PlannedVideo:
 
 
 @dataclass(frozen=True)
-class VideoPlan:
+class VideoPlan(JobPlan[VideoOptions, PlannedVideo]):
     """The whole video job, resolved: options (checked), the model, every input, notices."""
-
-    options: VideoOptions
-    spec: ModelSpec
-    items: tuple[PlannedVideo, ...]
-    #: Adjusted options and other job-wide notes, one line each.
-    notices: tuple[str, ...]
-    #: Folder whose journal records this job's outputs.
-    journal_root: Path
-    #: The settings that decide an output's content (recorded in the journal with each output).
-    fingerprint: str
-
-    @property
-    def todo(self) -> tuple[PlannedVideo, ...]:
-        """The inputs to upscale."""
-        return tuple(i for i in self.items if i.action == "upscale")
-
-    @property
-    def to_run(self) -> tuple[PlannedVideo, ...]:
-        """The inputs a run upscales: ``todo``, or none with ``--fail-fast`` when an input was refused."""
-        if self.options.fail_fast and any(i.action == "refuse" for i in self.items):
-            return ()
-        return self.todo
-
-    def journal(self) -> OutputJournal:
-        """The output journal (read fresh from disk)."""
-        return OutputJournal(self.journal_root)
 
 
 def frames_per_pass(options: VideoOptions, device: Any) -> int:
