@@ -104,6 +104,24 @@ OfflineOpt = Annotated[
     bool,
     typer.Option("--offline", help="Never touch the network (also: SRCLI_OFFLINE=1)."),
 ]
+DevicesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        help="Run on several devices at once, one worker process each: all (every CUDA device), "
+        "cuda:0,cuda:1, or cpu,cpu (the CPU threads split between the workers).",
+        show_default="one device, --device",
+    ),
+]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        help="Run on a Ray cluster: auto, ray://HOST:PORT, or local (start one here). Needs the \\[ray] extra; "
+        "inputs and outputs on a file system every node sees.",
+        show_default="no Ray",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 

@@ -19,8 +19,10 @@ from srcli.cli.common import (
     CacheDirOpt,
     CompileOpt,
     DeviceOpt,
+    DevicesOpt,
     OfflineOpt,
     PrecisionOpt,
+    RayOpt,
     SelfEnsembleOpt,
     ThreadsOpt,
     WeightsOpt,
@@ -198,6 +200,8 @@ def eval_cmd(
     precision: PrecisionOpt = "fp32",
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    devices: DevicesOpt = None,
+    ray: RayOpt = None,
     compile: CompileOpt = False,
     per_image: Annotated[bool, typer.Option("--per-image", help="Also print every image's scores.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full results (with protocol) as JSON.")] = False,
@@ -217,6 +221,7 @@ def eval_cmd(
     """
     # Everything the words alone can refuse is refused here, before torch loads.
     jobs = _jobs(model, dataset, scale, table_id, data_dir, sr_dir)
+    device_list = _scale_out(devices, ray, sr_dir)
     checked: dict[tuple[str, int], Any] = {}
     for m, _, s in jobs:
         if m is not None and sr_dir is None and (m, s) not in checked:
@@ -282,6 +287,8 @@ def eval_cmd(
                         offline=(offline or None) if sr_dir is not None else None,
                         progress=tick,
                         download_reporter=dl,
+                        devices=device_list,
+                        ray=ray,
                     )
                 )
             except SrcliError as exc:
@@ -320,6 +327,19 @@ def eval_cmd(
     if failures:
         err_console.print(f"[red]{failures} of {len(jobs)} evaluations failed[/red]")
         raise typer.Exit(1)
+
+
+def _scale_out(devices: str | None, ray: str | None, sr_dir: Path | None) -> list[str] | None:
+    """``--devices`` as a device list (``parse_devices``), after refusing what cannot go with it or ``--ray``."""
+    if devices is not None and ray is not None:
+        raise UsageError("--devices and --ray are two ways to scale out: give one of them")
+    if sr_dir is not None and (devices is not None or ray is not None):
+        raise UsageError("--devices and --ray run a model; --sr-dir scores existing images (no model runs)")
+    if devices is None:
+        return None
+    from srcli.pipeline.device_pool import parse_devices
+
+    return parse_devices(devices)
 
 
 def _plot(results: list[Any], out: Path) -> None:

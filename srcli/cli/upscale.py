@@ -15,10 +15,12 @@ from srcli.cli.common import (
     CacheDirOpt,
     CompileOpt,
     DeviceOpt,
+    DevicesOpt,
     ModelOpt,
     OfflineOpt,
     OutscaleOpt,
     PrecisionOpt,
+    RayOpt,
     ScaleOpt,
     SelfEnsembleOpt,
     ThreadsOpt,
@@ -196,24 +198,8 @@ def upscale_cmd(
     ] = 64 * 1024 * 1024,
     io_workers: Annotated[int | None, typer.Option("--io-workers", min=1, help="Reader and writer threads.")] = None,
     threads: ThreadsOpt = None,
-    devices: Annotated[
-        str | None,
-        typer.Option(
-            "--devices",
-            help="Run on several devices at once, one worker process each: all (every CUDA device), "
-            "cuda:0,cuda:1, or cpu,cpu (the CPU threads split between the workers). Images only.",
-            show_default="one device, --device",
-        ),
-    ] = None,
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            "--ray",
-            help="Run on a Ray cluster: auto, ray://HOST:PORT, or local (start one here). Needs the [ray] extra. "
-            "Inputs and outputs must be on a file system every node sees. Images only.",
-            show_default="no Ray",
-        ),
-    ] = None,
+    devices: DevicesOpt = None,
+    ray: RayOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a machine-readable report on stdout.")] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
@@ -304,8 +290,8 @@ def upscale_cmd(
 
         device_list = parse_devices(devices)
     if _is_video_job(inputs, output, video=video, frames=frames):
-        if devices is not None or ray is not None:
-            raise UsageError("--devices and --ray run image jobs; a video runs on one device (--device)")
+        if ray is not None:
+            raise UsageError("--ray runs image jobs; a video runs on one device (--device) or several (--devices)")
         from srcli.pipeline.video import VideoOptions, parse_fps
 
         _video_cmd(
@@ -334,6 +320,7 @@ def upscale_cmd(
             ),
             as_json,
             dry_run,
+            devices=device_list if devices is not None else None,
         )
         return
 
@@ -561,9 +548,12 @@ def _render_video_summary(report: Any) -> None:
         err_console.print("[yellow]interrupted: run the same command with --resume to continue[/yellow]")
 
 
-def _video_cmd(inputs: list[str], options: Any, as_json: bool, dry_run: bool = False) -> None:
+def _video_cmd(
+    inputs: list[str], options: Any, as_json: bool, dry_run: bool = False, devices: list[str] | None = None
+) -> None:
     """Plan the video job (before anything loads), print the plan for ``--dry-run``, or run it with a progress bar
-    (or JSON); the report's exit code becomes the command's."""
+    (or JSON); the report's exit code becomes the command's. ``devices`` (``--devices``): the segments run on one
+    worker process per device (``run_video_job_on_devices``), the same file out."""
     from srcli.pipeline.video import plan_video_job, report_for_video_plan, run_video_job
 
     plan = plan_video_job(inputs, options, create_folders=not dry_run)
@@ -571,12 +561,18 @@ def _video_cmd(inputs: list[str], options: Any, as_json: bool, dry_run: bool = F
     if dry_run:
         _show_dry_run(report_for_video_plan(plan), as_json)
         return
-    resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.to_run))
     progress = _progress("frames {task.fields[rate]}", as_json)
     # SIGTERM arrives as srcli.errors.Terminated (srcli.cli.main): the segment in progress is removed, complete
     # ones stay, and the run exits 143.
-    with progress:
-        report = run_video_job(plan, events=_VideoRichEvents(progress), resolved=resolved, loaded=loaded)
+    if devices is not None:
+        from srcli.pipeline.video_devices import run_video_job_on_devices
+
+        with progress:
+            report = run_video_job_on_devices(plan, devices, events=_VideoRichEvents(progress))
+    else:
+        resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.to_run))
+        with progress:
+            report = run_video_job(plan, events=_VideoRichEvents(progress), resolved=resolved, loaded=loaded)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

@@ -191,6 +191,9 @@ def evaluate(
     options: RunOptions | CheckedRun | ResolvedRun | None = None,
     progress: EvalProgress | None = None,
     download_reporter=None,  # noqa: ANN001 - srcli.hub.download.ProgressReporter
+    devices: list[str] | None = None,
+    ray: str | None = None,
+    item_hook: Callable[[Path], None] | None = None,
 ) -> EvalResult:
     """Score ``model`` at ``scale`` on ``dataset`` (or the HR images in ``data_dir``).
 
@@ -206,6 +209,13 @@ def evaluate(
     instead, at ``scale`` (required unless ``model`` names a model). Images that cannot be read, or
     whose SR size does not match, are skipped with a note in ``EvalResult.skipped``; the mean is over
     the images scored. The result records the environment and the sha256 of every HR file scored.
+
+    ``devices`` (e.g. ``["cuda:0", "cuda:1"]`` or ``["cpu", "cpu"]``, see ``parse_devices``) scores the images
+    on one worker process per device; ``ray`` (``auto``, ``ray://HOST:PORT`` or ``local``) on Ray actors
+    (``srcli.eval.distributed``). Each worker loads the model once; the result is the one a single process
+    gives (same images, order and means; on a CPU, with the same threads per worker as that process). Its
+    ``protocol.device`` and ``environment`` then name the workers (and count the ``retries``).
+    ``item_hook``, a picklable callable, runs in a worker just before each HR path (for tests).
     """
     import torch
 
@@ -227,6 +237,11 @@ def evaluate(
         }.items()
         if value is not None
     }
+    if devices is not None and ray is not None:
+        raise UsageError("devices and ray are two ways to scale out: give one of them")
+    scale_out = devices is not None or ray is not None
+    if scale_out and sr_dir is not None:
+        raise UsageError("devices / ray run a model: they do not apply to sr_dir")
     run = None
     resolved = None
     if sr_dir is None:
@@ -259,7 +274,7 @@ def evaluate(
         "scale": scale,
         "lr_source": "srcli MATLAB-compatible imresize from HR",
     }
-    if resolved is not None:
+    if resolved is not None and not scale_out:  # with devices / ray, the workers load it and say what ran
         from srcli.engine.inference import optimise_for_inference, run_model
 
         o = resolved.options
@@ -289,7 +304,7 @@ def evaluate(
                 tile_batch=o.batch,
                 full_batches=o.compile,
             )[0].cpu()
-    else:
+    elif resolved is None:
         sr_dir = Path(sr_dir)  # type: ignore[arg-type]
         if not sr_dir.is_dir():
             raise DatasetError(f"{sr_dir}: not a folder")
@@ -300,7 +315,37 @@ def evaluate(
         environment["device"] = resolved.describe_device()
     scores: list[ImageScore] = []
     hashes: dict[str, str] = {}
-    for i, hr_path in enumerate(hr_paths):
+    if resolved is not None and scale_out:
+        from srcli.eval.distributed import score_on_workers
+
+        outcome = score_on_workers(
+            resolved.options,
+            hr_paths,
+            scale,
+            protocol=protocol,
+            devices=devices,
+            ray=ray,
+            progress=progress,
+            item_hook=item_hook,
+        )
+        if outcome.infos:
+            record.update(outcome.infos[0]["record"])
+            record["device"] = ", ".join(dict.fromkeys(info["record"]["device"] for info in outcome.infos))
+        environment.update(
+            device=", ".join(outcome.workers),
+            threads=resolved.options.threads,
+            executor="ray" if ray is not None else "devices",
+            retries=outcome.retries,
+        )
+        for hr_path, value in zip(hr_paths, outcome.results, strict=True):
+            if isinstance(value, str):  # an image that cannot be scored: skipped, as below
+                log.warning("skipped %s", value)
+                skipped.append(value)
+                continue
+            metrics, (width, height) = value
+            scores.append(ImageScore(hr_path.name, metrics["psnr"], metrics["ssim"], (width, height)))
+            hashes[hr_path.name] = _sha256(hr_path)
+    for i, hr_path in enumerate(() if scale_out else hr_paths):
         try:
             hr = modcrop(read_rgb_uint8(hr_path), scale)
             if min(hr.shape[-2:]) < 2 * scale + 11:

@@ -501,7 +501,7 @@ class _Worker:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """Ignore SIGINT while a worker starts: it inherits the setting, so a Ctrl-C during its start-up reaches only
     the main process (which then stops the workers) instead of printing a traceback from each."""
     if threading.current_thread() is not threading.main_thread():
@@ -536,7 +536,7 @@ class _Pool:
             args=(child, self.options, self.runs[slot], self.hook, self.depth),
             name=f"srcli-worker-{slot}",
         )
-        with _sigint_ignored():
+        with sigint_ignored():
             process.start()
         child.close()
         worker = _Worker(slot=slot, device=self.runs[slot].device, process=process, conn=parent)

@@ -112,7 +112,7 @@ class _Actor:
     first_item: float | None = None
 
 
-def _connect(ray: Any, address: str, num_cpus: int | None) -> bool:
+def connect_ray(ray: Any, address: str, num_cpus: int | None) -> bool:
     """Connect to (or, for ``local``, start) Ray; True when this call did it and must shut it down."""
     if ray.is_initialized():
         return False
@@ -130,7 +130,7 @@ def _connect(ray: Any, address: str, num_cpus: int | None) -> bool:
     return True
 
 
-def _slots(ray: Any, run: RunOptions) -> tuple[int, dict[str, Any], RunOptions]:
+def ray_slots(ray: Any, run: RunOptions) -> tuple[int, dict[str, Any], RunOptions]:
     """How many actors, the resources each asks Ray for, and the ``RunOptions`` each runs with.
 
     Counted from what is free now (other jobs may hold some of a shared cluster), so that every actor can be
@@ -180,13 +180,13 @@ def run_job_on_ray(
         return finish_without_work(plan, report, events)
     remove_stale_temp_files(tuple(plan.items[i] for i in todo))
     journal = plan.journal()
-    owns_ray = _connect(ray, address, num_cpus)
+    owns_ray = connect_ray(ray, address, num_cpus)
     actors: dict[int, _Actor] = {}
     pending: dict[Any, tuple[int, int | None]] = {}
     started = time.perf_counter()
     until: float | None = None
     try:
-        count, resources, run = _slots(ray, options.run)
+        count, resources, run = ray_slots(ray, options.run)
         remote = ray.remote(max_restarts=0, max_task_retries=0, **resources)(RayImageWorker)
         stats = [WorkerStats(slot=i, device=run.device) for i in range(count)]
         report.workers = stats

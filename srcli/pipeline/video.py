@@ -637,21 +637,17 @@ def _open_source(item: PlannedVideo, rep: VideoFileReport, options: VideoOptions
     return FrameFolder(item.input, options.fps, options.max_pixels)
 
 
-def _run_one(
-    item: PlannedVideo,
-    rep: VideoFileReport,
-    plan: VideoPlan,
-    loaded: LoadedModel,
-    engine: EngineOptions,
-    resolved: ResolvedRun,
-    events: VideoEvents,
-) -> None:
-    options = plan.options
-    source = _open_source(item, rep, options)
+def describe_source(
+    item: PlannedVideo, rep: VideoFileReport, source: Source, options: VideoOptions
+) -> tuple[int, list[StreamChoice]]:
+    """Record what ``source`` is in ``rep`` (size, frame count, rate, streams); the output's bits and stream choices.
+
+    The output holds 16-bit samples where its pixel format has more than 8 bits (``--frames``: where the source
+    has); the choices say which of the source's other streams are copied, converted or dropped.
+    """
     assert source.expected is not None
     rep.width, rep.height = source.width, source.height
     rep.source_frames = len(source.expected)
-    tb = source.time_base
     deltas = [b - a for a, b in zip(source.expected, source.expected[1:], strict=False)]
     rep.variable_frame_rate = bool(deltas) and max(deltas) - min(deltas) > 1
     if source.frame_rate:
@@ -670,20 +666,47 @@ def _run_one(
                 log.warning("%s: %s", item.input, c.note)
         if item.container == "avi" and rep.variable_frame_rate:
             rep.notes.append("AVI cannot hold a variable frame rate; use .mkv or .mp4 to keep the timing")
+    return out_bits, choices
+
+
+def encode_settings(
+    item: PlannedVideo, source: Source, options: VideoOptions, width: int, height: int
+) -> EncodeSettings:
+    """The encoder settings of ``item``'s segments for frames of ``width`` x ``height`` (colour depends on the size).
+
+    Called once the first frame is decoded (``source.width`` is then the decoder's, display matrix applied).
+    """
+    if source.info is None or not (source.pix_fmt or "").startswith(("yuv", "nv", "p0", "gray")):
+        # RGB pictures (frames, GIF, PNG-coded video) are sRGB: BT.709 primaries.
+        colour = ColorTags("tv", "bt709", "bt709", "bt709")
+    else:
+        colour = output_colour(source.colour, (source.width, source.height), (width, height))
+    assert item.encoder and item.pix_fmt
+    return EncodeSettings(item.encoder, item.pix_fmt, item.crf, options.preset, colour, source.sar)
+
+
+def _run_one(
+    item: PlannedVideo,
+    rep: VideoFileReport,
+    plan: VideoPlan,
+    loaded: LoadedModel,
+    engine: EngineOptions,
+    resolved: ResolvedRun,
+    events: VideoEvents,
+) -> None:
+    options = plan.options
+    source = _open_source(item, rep, options)
+    tb = source.time_base
+    out_bits, choices = describe_source(item, rep, source, options)
     model_stage = ModelStage(loaded, engine, resolved.device, source.bits)
     model_stage.out_bits = out_bits
     colour_out: dict[str, ColorTags] = {}
 
     def make_settings(width: int, height: int) -> EncodeSettings:
         """The encoder settings for frames of ``width`` x ``height`` (the colour tags depend on the output size)."""
-        if source.info is None or not (source.pix_fmt or "").startswith(("yuv", "nv", "p0", "gray")):
-            # RGB pictures (frames, GIF, PNG-coded video) are sRGB: BT.709 primaries.
-            colour = ColorTags("tv", "bt709", "bt709", "bt709")
-        else:
-            colour = output_colour(source.colour, (source.width, source.height), (width, height))
-        colour_out["tags"] = colour
-        assert item.encoder and item.pix_fmt
-        return EncodeSettings(item.encoder, item.pix_fmt, item.crf, options.preset, colour, source.sar)
+        settings = encode_settings(item, source, options, width, height)
+        colour_out["tags"] = settings.color
+        return settings
 
     per_pass = frames_per_pass(options, resolved.device)
     stats = {"decode": StageStats(), "model": StageStats(), "encode": StageStats()}

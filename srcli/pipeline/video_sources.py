@@ -235,6 +235,19 @@ class VideoFile(Source):
         report.notes.append(note)
         log.warning("%s: %s", self.path, note)
 
+    def first_picture_pts(self) -> int | None:
+        """The pts of the first picture the decoder gives (``None``: none): where ``items()`` starts a whole video.
+
+        Packets before it (edit lists, leading B-frames) are not frames; an executor that splits the video by
+        timestamp needs this to cut it where a whole run does.
+        """
+        reader = self._reader_for(None)
+        try:
+            first = next(iter(reader.frames()), None)
+            return None if first is None else first.pts
+        finally:
+            reader.close()
+
     def _reader_for(self, seek: float | None) -> FrameReader:
         return FrameReader(
             self.path,
