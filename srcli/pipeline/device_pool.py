@@ -618,9 +618,8 @@ def run_job_on_devices(
     options = plan.options
     report = PoolReport.for_plan(plan, "devices")
     reports = dict(enumerate(report.files))
-    todo = [i for i, item in enumerate(plan.items) if item.action == "upscale"]
-    if options.fail_fast and any(item.action == "refuse" for item in plan.items):
-        todo = []
+    to_run = {id(item) for item in plan.to_run}  # none with --fail-fast when a file was refused at planning
+    todo = [i for i, item in enumerate(plan.items) if id(item) in to_run]
     if not todo:
         return finish_without_work(plan, report, events)
     remove_stale_temp_files(tuple(plan.items[i] for i in todo))
