@@ -69,3 +69,12 @@ class DeviceError(UsageError):
 
 class DeviceOutOfMemoryError(SrcliError):
     """The device ran out of memory even at the smallest tile the engine tries."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process received SIGTERM (a polite kill). Raised by the CLI's signal handler in the main thread; a
+    ``KeyboardInterrupt`` so that every job's Ctrl-C clean-up runs (writes in flight finish or are removed).
+    The CLI exits with ``exit_code``, 143 (128 + SIGTERM, as a shell reports a killed process), instead of
+    Ctrl-C's 130."""
+
+    exit_code = 143

@@ -95,6 +95,7 @@ def test_every_asid_golden_is_tested(shared_dir):
 
 
 @pytest.mark.parametrize("golden", GOLDENS)
+@pytest.mark.slow
 def test_golden_through_the_module(shared_dir, golden):
     from safetensors.torch import load_file
 
@@ -116,6 +117,7 @@ def _loaded_recipe(shared: Path, variant: str, scale: int) -> LoadedModel:
 
 
 @pytest.mark.parametrize("hw", [(1, 1), (3, 5), (8, 8)])
+@pytest.mark.slow
 def test_tiny_inputs_are_zero_padded_to_16_inside(shared_dir, hw):
     """Upstream raises at <= 8 px; here such sides are zero-padded to 16 and cropped, transparently."""
     model = _recipe_model(shared_dir, "asid", 2)
@@ -136,6 +138,7 @@ def test_padding_rule():
 # --------------------------------------------------------------------------- tiled protocol
 
 
+@pytest.mark.slow
 def test_registry_protocol_is_the_authors_tiling(shared_dir, tmp_path):
     """run_model with the registry protocol averages 64 px tiles overlapping by 24, each through the model."""
     from safetensors.torch import save_file
@@ -166,6 +169,7 @@ def test_registry_protocol_is_the_authors_tiling(shared_dir, tmp_path):
     assert (tiled - whole).abs().mean() > 1e-2
 
 
+@pytest.mark.slow
 def test_tiled_protocol_reproduces_the_64px_golden(shared_dir):
     """A 64x64 input is a single tile, so the whole-image golden is also the tiled protocol's answer."""
     from safetensors.torch import load_file
@@ -194,6 +198,7 @@ class _CountSimilarityMatmuls(TorchFunctionMode):
 
 
 @pytest.mark.parametrize("variant", ["asid", "asid-d8"])
+@pytest.mark.slow
 def test_blocks_after_the_first_skip_the_similarity(variant, monkeypatch):
     calls = []
     original = asid_mod.similarity
@@ -245,6 +250,7 @@ def test_channel_attention_survives_zero_features_in_half():
         assert torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_bf16_autocast_stays_close_to_fp32(shared_dir):
     model = _recipe_model(shared_dir, "asid", 2)
     x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(3)) * 2 - 1
@@ -288,6 +294,7 @@ def test_checkpoint_with_position_indices_loads(shared_dir):
 # --------------------------------------------------------------------------- srcli eval --table
 
 
+@pytest.mark.slow
 def test_eval_table_lists_every_row_and_runs_what_it_can(shared_mirror):
     from srcli.eval.datasets import dataset_files
     from srcli.hub.loading import resolve_weights

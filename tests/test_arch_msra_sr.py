@@ -40,6 +40,7 @@ def _tiny(scale: int = 2, **kw) -> MSRASR:
 # -- shapes and padding ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lightweight_takes_an_odd_size():
     # One forward of the real model (padded to 64 x 64 inside); every scale is covered by the tiny one below.
     model = get_model("msra-sr-light").build(3).eval()
@@ -51,6 +52,7 @@ def test_lightweight_takes_an_odd_size():
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 37), (16, 16), (33, 5)])
 @pytest.mark.parametrize("upsampler", ["pixelshuffledirect", "pixelshuffle"])
+@pytest.mark.slow
 def test_odd_sizes_and_both_upsamplers(size, upsampler):
     for scale in (2, 3, 4):
         model = _tiny(scale, upsampler=upsampler, num_feat=8)
@@ -161,6 +163,7 @@ def test_reparameterized_model_computes_the_same_function():
 # -- shared self-attention ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sharing_layers_skip_the_similarity_computation(monkeypatch):
     calls = []
 
@@ -182,6 +185,7 @@ def test_sharing_layers_skip_the_similarity_computation(monkeypatch):
     assert [hasattr(b.attn, "qk") for b in blocks] == [True, False, False, True, False]
 
 
+@pytest.mark.slow
 def test_sharing_cuts_the_matrix_products():
     def bmm_flops(share_attn):
         with torch.device("meta"):
@@ -247,6 +251,7 @@ def test_mult_adds_match_the_paper_at_its_measuring_size():
 # -- precision --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bf16_autocast_agrees_with_fp32():
     # The tiny model has every mechanism (bf16 matmuls are slow on most CPUs); the real one is measured by
     # hand (docs/msra-sr.md).

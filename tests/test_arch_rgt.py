@@ -92,6 +92,7 @@ def test_recipe_generator_matches_every_manifest_hash(shared_dir):
 
 
 @pytest.mark.parametrize(("variant", "scale"), VARIANTS)
+@pytest.mark.slow
 def test_state_dict_is_the_manifest(shared_dir, variant, scale):
     """Every key, shape, dtype and buffer byte, in state_dict order; parameter count as the registry says."""
     manifest = _manifest(shared_dir, variant, scale)
@@ -129,6 +130,7 @@ def test_goldens_cover_both_variants(shared_dir):
         "rgt_x4__in_64x64.safetensors",
     ],
 )
+@pytest.mark.slow
 def test_golden_output(shared_dir, case_file):
     case = next(c for c in _golden_cases(shared_dir) if c["file"] == case_file)
     tensors = load_file(str(shared_dir / "golden" / case_file))
@@ -244,6 +246,7 @@ def test_bf16_autocast_agrees_with_fp32():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("hw", [(40, 40), (70, 70)])
+@pytest.mark.slow
 def test_pure_half_precision_runs(dtype, hw):
     """``model.half()`` / ``.bfloat16()`` crash upstream at sizes with recomputed masks (70x70 pads to 96x96);
     40x40 uses the stored fp32 masks. Here both run, in the model's dtype, close to fp32."""
@@ -288,6 +291,7 @@ def test_position_bias_cache_is_reused_and_invalidated():
         module.eval()
 
 
+@pytest.mark.slow
 def test_stored_mask_bias_is_cached_and_follows_the_mask_buffer():
     """At the stored masks' size (64 x 64) the bias-plus-mask table is built once, reused, and rebuilt when
     the mask buffer changes in place (a checkpoint loaded over it); outputs match a fresh module's."""
@@ -337,6 +341,7 @@ def test_gradients_reach_the_position_bias_mlp():
 # --------------------------------------------------------------------------- checkpoints
 
 
+@pytest.mark.slow
 def test_authors_layout_checkpoint_loads_strictly(shared_dir, tmp_path, cache):
     """A ``{'params': state_dict}`` file (BasicSR's layout, buffers included) loads with no renaming and
     reproduces the golden; a file missing a mask buffer is refused."""

@@ -52,6 +52,7 @@ def _psnr_y(a: np.ndarray, b: np.ndarray, crop: int) -> float:
 
 
 @pytest.mark.parametrize("ref", REFS, ids=lambda r: r.file)
+@pytest.mark.slow
 def test_checkpoint_loads_and_upscales(shared_dir: Path, ref: Ref) -> None:
     model = _load_model(shared_dir, ref)
     x = torch.rand(2, 3, 17, 23) * (255 if ref.input_255 else 1)
@@ -62,6 +63,7 @@ def test_checkpoint_loads_and_upscales(shared_dir: Path, ref: Ref) -> None:
 
 
 @pytest.mark.parametrize("ref", REFS, ids=lambda r: r.file)
+@pytest.mark.slow
 def test_beats_bicubic_on_real_image(shared_dir: Path, ref: Ref) -> None:
     s = ref.scale
     hr = Image.open(shared_dir / "data" / "benchmarks" / "Set5" / "butterfly.png").convert("RGB")

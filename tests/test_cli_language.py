@@ -186,6 +186,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 def test_argument_errors_fail_in_one_line_before_torch_loads() -> None:
     argvs = json.dumps([argv for argv, _ in BAD_ARGUMENTS])
     out = subprocess.run(

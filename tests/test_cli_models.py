@@ -89,6 +89,7 @@ def test_info_explains_the_manual_route_for_rgt_x2(cache):
     assert "RGT_x2.pth" in out.stdout and "--weights" in out.stdout
 
 
+@pytest.mark.slow
 def test_download_verify_and_list_against_a_local_mirror(shared_dir, file_server, cache):
     body = (shared_dir / "weights" / "IMDN_x2.pth").read_bytes()
     file_server.add("/m/weights/imdn.x2/IMDN_x2.pth", body)
@@ -165,6 +166,7 @@ def _mirror(server, shared: Path, *files: tuple[str, str]) -> dict[str, str]:
     return {"SRCLI_MIRRORS": server.url("/m")}
 
 
+@pytest.mark.slow
 def test_download_force_replaces_a_damaged_cached_file(shared_dir, file_server, cache):
     env = _mirror(file_server, shared_dir, ("imdn.x2", "IMDN_x2.pth"))
     body = (shared_dir / "weights" / "IMDN_x2.pth").read_bytes()
@@ -180,6 +182,7 @@ def test_download_force_replaces_a_damaged_cached_file(shared_dir, file_server, 
     assert sorted(p.name for p in cached.parent.iterdir()) == ["IMDN_x2.pth"]
 
 
+@pytest.mark.slow
 def test_verify_repair_replaces_every_damaged_file(shared_dir, file_server, cache):
     env = _mirror(file_server, shared_dir, ("imdn.x2", "IMDN_x2.pth"), ("rlfn.x4", "rlfn_x4.pth"))
     for name, scale in (("imdn", "2"), ("rlfn", "4")):
@@ -211,6 +214,7 @@ def test_verify_repair_that_cannot_reach_a_copy_says_so(shared_dir, cache):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_a_file_mirror_works_from_the_command_line(shared_dir, cache, tmp_path):
     mirror = tmp_path / "mirror"
     (mirror / "weights" / "imdn.x3").mkdir(parents=True)
@@ -239,6 +243,7 @@ def _row(stdout: str, name: str) -> str:
     return next(line for line in stdout.splitlines() if line.split() and line.split()[0] == name)
 
 
+@pytest.mark.slow
 def test_list_legend_explains_only_the_markers_shown(shared_dir, file_server, cache):
     empty = run("models", "list")
     assert empty.returncode == 0, empty.stderr

@@ -273,6 +273,7 @@ def test_html_page_is_self_contained(bicubic_run: dict[str, Any]) -> None:
     assert page.count('class="srcli-slider"') == images and page.count("<table") == images + 1  # + all images
 
 
+@pytest.mark.slow
 def test_usage_errors(bicubic_run: dict[str, Any], tmp_path: Path) -> None:
     butterfly = str(bicubic_run["paths"][0])
     out = str(tmp_path / "f.png")
@@ -284,6 +285,7 @@ def test_usage_errors(bicubic_run: dict[str, Any], tmp_path: Path) -> None:
     assert not Path(out).exists()
 
 
+@pytest.mark.slow
 def test_extra_metrics_appear_with_the_quality_module(bicubic_run: dict[str, Any]) -> None:
     quality = pytest.importorskip("srcli.eval.quality")
     if "gmsd" not in quality.QUALITY_METRICS:
@@ -334,6 +336,7 @@ def _chromium(binary: str, page: Path, tmp_path: Path, *args: str) -> subprocess
     )
 
 
+@pytest.mark.slow
 def test_slider_renders_in_headless_chromium(bicubic_run: dict[str, Any], tmp_path: Path) -> None:
     binary = browser()
     if binary is None:

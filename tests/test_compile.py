@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +39,14 @@ def _graphs_and_breaks(module: torch.nn.Module, x: torch.Tensor) -> tuple[int, i
     "size",
     [(64, 64), (40, 72)],  # the stored-mask size (64 x 64) and a padded one (border windows re-run)
 )
+@pytest.mark.slow
 def test_rgt_traces_as_one_graph(size: tuple[int, int]) -> None:
     """Caches, window plans and ``unique`` stay outside the trace: no graph break anywhere in the network."""
     graphs, breaks, reasons = _graphs_and_breaks(_tiny_rgt(), torch.rand(1, 3, *size))
     assert (graphs, breaks) == (1, 0), reasons
 
 
+@pytest.mark.slow
 def test_asid_traces_as_one_graph() -> None:
     torch.manual_seed(0)
     graphs, breaks, reasons = _graphs_and_breaks(ASID(scale=2).eval(), torch.rand(1, 3, 24, 40) * 2 - 1)
@@ -49,6 +54,7 @@ def test_asid_traces_as_one_graph() -> None:
 
 
 @pytest.mark.parametrize("size", [(64, 64), (40, 72)])
+@pytest.mark.slow
 def test_rgt_compiled_graph_computes_the_eager_output(size: tuple[int, int]) -> None:
     """The captured graph (AOT-traced, run without code generation) reproduces eager RGT to fp32 rounding,
     shape constants entering as graph inputs; a second input size gets its own constants."""
@@ -61,6 +67,34 @@ def test_rgt_compiled_graph_computes_the_eager_output(size: tuple[int, int]) -> 
         out = compiled(x)
     assert out.shape == (2, 3, 2 * size[0], 2 * size[1])
     assert float((out - ref).abs().max()) < 1e-5
+
+
+_REPO = Path(__file__).resolve().parents[1]
+
+# Import RGT and run it eagerly, noting whether the compiler (torch._dynamo) is loaded after each step; the last
+# step loads it on purpose, showing that the check sees it.
+_EAGER_CHILD = r"""
+import json, sys
+import torch
+steps = {"torch": "torch._dynamo" in sys.modules}
+from srcli.archs.rgt import RGT
+steps["import"] = "torch._dynamo" in sys.modules
+with torch.inference_mode():
+    RGT(upscale=2, depth=[2], num_heads=[6]).eval()(torch.rand(1, 3, 16, 16))
+steps["eager forward"] = "torch._dynamo" in sys.modules
+torch.compiler.disable(lambda: None)
+steps["compiler used"] = "torch._dynamo" in sys.modules
+print(json.dumps(steps))
+"""
+
+
+@pytest.mark.slow
+def test_importing_and_running_rgt_eagerly_does_not_load_the_compiler() -> None:
+    """``torch._dynamo`` (~900 modules, ~150 MiB) loads only when something compiles, not with ``srcli.archs.rgt``."""
+    env = {**os.environ, "PYTHONPATH": str(_REPO)}
+    out = subprocess.run([sys.executable, "-c", _EAGER_CHILD], env=env, check=True, capture_output=True, text=True)
+    steps = json.loads(out.stdout.strip().splitlines()[-1])
+    assert steps == {"torch": False, "import": False, "eager forward": False, "compiler used": True}
 
 
 def _recording(loaded: LoadedModel, shapes: list[tuple[int, ...]]) -> LoadedModel:
@@ -111,8 +145,9 @@ def test_full_batches_fill_a_short_batch_of_whole_frames() -> None:
     assert torch.equal(both, plain) and torch.equal(one, plain[1:])
 
 
+@pytest.mark.slow
 def test_upscale_compile_flag_writes_what_eager_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """``--compile`` through the real job (inductor): same pixels as eager within one grey level."""
+    """``--compile`` through the real job (inductor, fp32): same pixels as eager within one grey level."""
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(4)
@@ -122,18 +157,20 @@ def test_upscale_compile_flag_writes_what_eager_writes(tmp_path: Path, capsys: p
     for flag in ("", "--compile"):
         out = tmp_path / (flag or "eager").strip("-")
         args = ["upscale", str(src), "-o", str(out), "-m", "survey-net", "-s", "2", "--device", "cpu"]
-        args += ["--tile", "24", "--batch", "4", "--json"] + ([flag] if flag else [])
+        args += ["--tile", "24", "--batch", "4", "--precision", "fp32", "--json"] + ([flag] if flag else [])
         torch._dynamo.reset()
         code = main(args)
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["done"] == 2
         assert report["compiled"] is bool(flag)
-        outputs[flag] = {p.name: np.asarray(Image.open(p), dtype=np.int16) for p in sorted(out.iterdir())}
+        images = sorted(p for p in out.iterdir() if not p.name.startswith("."))  # not srcli's hidden journal
+        outputs[flag] = {p.name: np.asarray(Image.open(p), dtype=np.int16) for p in images}
     assert outputs[""].keys() == outputs["--compile"].keys()
     for name, eager in outputs[""].items():
         assert np.abs(eager - outputs["--compile"][name]).max() <= 1, name
 
 
+@pytest.mark.slow
 def test_evaluate_compiled_tiled_protocol_scores_as_eager(tmp_path: Path) -> None:
     """``evaluate(..., compile=True)`` under a tiled protocol (ASID's regime, here with the embedded
     survey-net weights and 24 px tiles so it stays quick): the same scores as eager, recorded as compiled."""

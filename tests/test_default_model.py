@@ -46,6 +46,7 @@ def test_default_loads_offline_with_an_empty_cache(tmp_path: Path, monkeypatch: 
 
 
 @pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.slow
 def test_default_scores_what_is_reported_and_beats_bicubic(shared_dir: Path, scale: int) -> None:
     """Set5 PSNR (Y) within 0.02 dB of the figure weights.toml reports, and well above bicubic."""
     result = evaluate(DEFAULT_MODEL, None, scale, data_dir=shared_dir / "data" / "benchmarks" / "Set5", offline=True)

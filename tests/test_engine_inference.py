@@ -96,6 +96,16 @@ def test_reduced_precision_stays_close(shared_dir):
     assert low.dtype == torch.float32 and (low - ref).abs().max() < 0.05
 
 
-def test_pick_device():
-    assert pick_device("cpu").type == "cpu"
-    assert pick_device("auto").type in {"cuda", "mps", "cpu"}
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_auto_device_prefers_cuda_then_mps_then_cpu(
+    monkeypatch: pytest.MonkeyPatch, cuda: bool, mps: bool, expected: str
+) -> None:
+    """``auto`` takes the first available of CUDA, MPS and the CPU (availability simulated, so every branch
+    runs on any machine); an explicit ``cpu`` is used as is whatever is available."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr("srcli.engine.devices._mps_available", lambda: mps)
+    assert pick_device("auto") == torch.device(expected)
+    assert pick_device("cpu") == torch.device("cpu")

@@ -26,6 +26,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_prints_ours_next_to_published_and_exports(shared_mirror, tmp_path):
     csv_path, md_path, report = tmp_path / "r.csv", tmp_path / "r.md", tmp_path / "r.json"
     out = run(
@@ -56,6 +57,7 @@ def test_cli_prints_ours_next_to_published_and_exports(shared_mirror, tmp_path):
     assert data[1]["protocol"]["model"] == "bicubic" and len(data[1]["images"]) == 5
 
 
+@pytest.mark.slow
 def test_plot_of_psnr_vs_parameters(shared_mirror, tmp_path):
     from srcli.eval.plot import parse_params, published_points
 
@@ -71,6 +73,7 @@ def test_plot_of_psnr_vs_parameters(shared_mirror, tmp_path):
     assert red.sum() > 50 and blue.sum() > 50  # our point and the published ones are drawn
 
 
+@pytest.mark.slow
 def test_cli_json_output(shared_mirror):
     out = run("eval", "-m", "bicubic", "-d", "set5", "-s", "3", "--json")
     assert out.returncode == 0, out.stderr
@@ -85,6 +88,7 @@ def test_unknown_dataset_did_you_mean():
     assert out.returncode == 2 and "did you mean 'urban100'" in out.stderr
 
 
+@pytest.mark.slow
 def test_cli_without_a_scale_runs_the_models_default_scale(shared_dir):
     set5 = shared_dir / "data" / "benchmarks" / "Set5"
     out = run("eval", "-m", "bicubic", "--data-dir", str(set5), "--device", "cpu", "--threads", "1", "--json")
@@ -142,6 +146,7 @@ def test_git_commit_reads_head_and_refs(tmp_path):
     assert git_commit(tmp_path / "nowhere") is None
 
 
+@pytest.mark.slow
 def test_evaluate_takes_one_options_record(shared_dir):
     from srcli.engine.options import RunOptions, check_run, resolve_run
     from srcli.errors import DeviceError, UsageError
@@ -173,6 +178,7 @@ def test_cli_refuses_fp16_on_the_cpu_before_importing_torch():
     assert out.stderr.strip() == "error: fp16 is not supported on the CPU; use --precision bf16 or fp32"
 
 
+@pytest.mark.slow
 def test_table_runs_the_rows_we_have_weights_for(shared_mirror):
     out = run("eval", "--table", "bicubic-reference", "-d", "set5", "--json")
     assert out.returncode == 0, out.stderr
@@ -197,6 +203,7 @@ def test_folder_with_junk_and_a_broken_image_is_scored_with_skips(shared_dir, tm
     assert any("tiny.png: too small" in s for s in result.skipped)
 
 
+@pytest.mark.slow
 def test_sr_dir_scores_results_made_elsewhere(shared_dir, tmp_path):
     """Bicubic SR written to PNG and scored from --sr-dir equals scoring the model directly."""
     import torch

@@ -27,6 +27,7 @@ def _published(model: str, dataset: str, scale: int) -> tuple[float, float | Non
     ("dataset", "scale"),
     [("set5", 2), ("set5", 3), ("set5", 4), ("set14", 2), ("set14", 4)],
 )
+@pytest.mark.slow
 def test_imdn_matches_its_published_table(dataset, scale, shared_mirror):
     # IMDN rows as printed in MSRA-SR Table 1 and ASID Table 1 (38.00 / 0.9605 at Set5 x2, ...).
     want_psnr, want_ssim = _published("imdn", dataset, scale)
@@ -43,6 +44,7 @@ def test_the_published_imdn_values_are_the_ones_the_issue_names():
     assert _published("imdn", "set14", 4)[0] == 28.58
 
 
+@pytest.mark.slow
 def test_bicubic_set5_x4_matches_the_literature(shared_mirror):
     want_psnr, want_ssim = _published("bicubic", "set5", 4)  # 28.42 / 0.8104
     result = evaluate("bicubic", "set5", 4, device="cpu")
@@ -57,12 +59,14 @@ def test_bicubic_set5_x4_matches_the_literature(shared_mirror):
     ("model", "scale", "psnr", "ssim"),
     [("rlfn", 4, 32.24, 0.8953), ("rlfn", 2, 38.08, 0.9607), ("rlfn-s", 4, 32.25, 0.8955)],
 )
+@pytest.mark.slow
 def test_rlfn_matches(model, scale, psnr, ssim, shared_mirror):
     result = evaluate(model, "set5", scale, device="cpu")
     assert result.psnr == pytest.approx(psnr, abs=PSNR_TOL)
     assert result.ssim == pytest.approx(ssim, abs=SSIM_TOL)
 
 
+@pytest.mark.slow
 def test_result_records_its_protocol(shared_mirror):
     result = evaluate("imdn", "set5", 4, device="cpu")
     p = result.protocol

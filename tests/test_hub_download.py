@@ -185,6 +185,7 @@ def test_file_placed_by_hand_is_accepted_and_recorded(cache, imdn_x2):
     assert read_recorded_hash(final) == hashlib.sha256(body).hexdigest()
 
 
+@pytest.mark.slow
 def test_no_url_explains_the_manual_route(cache):
     # Without its Drive folder (looked up online: tests/test_hub_gdrive.py), only the manual route is left.
     entry = replace(get_entry("rgt.x2"), drive_folder="")

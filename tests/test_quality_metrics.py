@@ -367,6 +367,7 @@ def test_identity_values() -> None:
 
 
 @pytest.mark.parametrize("metric", [gmsd, fsim, fsimc, ms_ssim])
+@pytest.mark.slow
 def test_shapes_batching_and_symmetry(metric) -> None:
     h, w = (176, 180) if metric is ms_ssim else (40, 46)
     x, y = _synthetic_pair(h, w, 3, seed=11)
@@ -409,6 +410,7 @@ def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, g.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous(), groups=c)[0]
 
 
+@pytest.mark.slow
 def test_more_blur_scores_worse_on_set5() -> None:
     path = require_shared() / "data" / "benchmarks" / "Set5" / "butterfly.png"
     with Image.open(path) as im:

@@ -91,6 +91,7 @@ def test_manifest_parser_names_a_broken_entry():
 
 
 @pytest.mark.parametrize("spec", [s for s in list_models() if s.implemented], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_parameter_counts_match_the_built_modules(spec):
     for scale in spec.scales:
         if scale not in spec.params:

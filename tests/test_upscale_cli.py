@@ -226,6 +226,7 @@ sys.exit(main(["upscale", *sys.argv[3:]]))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.slow
 def test_interrupted_batch_leaves_no_partial_file_and_resumes(tmp_path: Path, sig: signal.Signals) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

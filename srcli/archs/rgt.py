@@ -36,10 +36,11 @@ Departures; on inputs the reference accepts, outputs match it to fp32 rounding (
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -600,6 +601,32 @@ def _upsampler(scale: int, feats: int) -> nn.Sequential:
     raise ValueError(f"RGT supports scales 2^n and 3, got {scale}")
 
 
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _eager_under_compile(fn: _F) -> _F:
+    """``torch.compiler.disable(fn)``, applied only once ``torch.compile`` traces a call of ``fn``.
+
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (hundreds of modules, ~150 MiB) when it runs, so
+    as a plain decorator it would load the compiler into every process that merely imports this module.
+    Eager calls (``torch.compiler.is_compiling()`` false, which needs no compiler) run ``fn`` directly;
+    under tracing the wrapper makes the disabled function once and calls it, and ``torch.compile`` stops
+    there exactly as with the plain decorator (the traced network stays one graph, the returned tensors
+    entering it as inputs).
+    """
+    disabled: list[Callable[..., object]] = []
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if not disabled:
+            disabled.append(torch.compiler.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class RGT(nn.Module):
     """RGT super-resolution network: (B, 3, H, W) in [0, 1] -> (B, 3, s*H, s*W) (not clamped).
 
@@ -657,7 +684,7 @@ class RGT(nn.Module):
                 module.clear_cache()
         return self
 
-    @torch.compiler.disable
+    @_eager_under_compile
     def shape_constants(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> ShapeConstants:
         """Every L-SA module's index plans and position biases for an ``h x w`` (padded) input.
 
