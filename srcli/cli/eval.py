@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +35,7 @@ from srcli.cli.common import (
 )
 from srcli.engine.options import check_run
 from srcli.errors import DownloadError, OfflineError, SrcliError, UsageError
+from srcli.eval.per_image import check_metric_names
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -51,7 +53,21 @@ def _scales(values: list[str] | None) -> list[int]:
     return out
 
 
+#: The metrics the published comparisons cover; any other ``--metrics`` is ours alone.
+_PAPER_METRICS = ("psnr", "ssim")
+
+
+def _extra_metrics(results: list[Any]) -> list[str]:
+    """The metrics beyond PSNR / SSIM that any of ``results`` computed, in the order asked."""
+    names: dict[str, None] = {}
+    for r in results:
+        names.update(dict.fromkeys(m for m in r.metrics if m not in _PAPER_METRICS))
+    return list(names)
+
+
 def _row(result: Any, table_id: str | None = None) -> dict[str, Any]:
+    """One summary row: our means (PSNR, SSIM, then every other metric computed), next to the published
+    PSNR / SSIM (``table_id`` first, when reproducing a table)."""
     published = result.published
     if table_id:  # reproducing a table: compare with the value that table prints
         published = sorted(published, key=lambda p: p["table"] != table_id)
@@ -62,6 +78,7 @@ def _row(result: Any, table_id: str | None = None) -> dict[str, Any]:
         "scale": result.scale,
         "psnr": round(result.psnr, 4),
         "ssim": round(result.ssim, 5),
+        **{m: (None if v is None else round(v, 5)) for m, v in result.metrics.items() if m not in _PAPER_METRICS},
         "published_psnr": pub["psnr"] if pub else None,
         "published_ssim": pub["ssim"] if pub else None,
         "delta_psnr": round(result.psnr - pub["psnr"], 4) if pub else None,
@@ -73,13 +90,15 @@ def _row(result: Any, table_id: str | None = None) -> dict[str, Any]:
     }
 
 
-def _markdown(rows: list[dict[str, Any]]) -> str:
+def _markdown(rows: list[dict[str, Any]], extra: list[str] | None = None) -> str:
+    """The summary as a Markdown table; ``extra``: the metric columns after SSIM."""
     cols = [
         "model",
         "dataset",
         "scale",
         "psnr",
         "ssim",
+        *(extra or []),
         "published_psnr",
         "published_ssim",
         "delta_psnr",
@@ -88,13 +107,14 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in cols) + " |")
+        lines.append("| " + " | ".join("" if r.get(c) is None else str(r[c]) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
+    """The summary rows as CSV, one column per key of the first row."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
@@ -108,6 +128,10 @@ def _fmt_delta(value: float | None, digits: int) -> str:
 
 
 def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> None:
+    """The summary table (and with ``per_image`` one table of every image's scores per result)."""
+    from srcli.eval.per_image import format_metric, metric_label
+
+    extra = _extra_metrics(results)
     wide = console.width >= 130  # the source and time columns only where they fit unwrapped
     table = Table(
         title="srcli eval — PSNR / SSIM on Y, border = scale (ours vs published)",
@@ -145,14 +169,31 @@ def _render(rows: list[dict[str, Any]], results: list[Any], per_image: bool) -> 
         cells += [r["published_in"] or "-", f"{r['seconds']:.1f}s"] if wide else []
         table.add_row(*cells)
     console.print(table)
+    measured = [r for r in rows if r["psnr"] is not None]
+    if extra and measured:  # no paper publishes these: a table of our own, beside the comparison
+        more = Table(
+            title=f"other metrics — on Y, border = scale{' (FSIMc on RGB)' if 'fsimc' in extra else ''}",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            show_edge=False,
+            collapse_padding=True,
+        )
+        for col in ("model", "dataset", "scale", *(metric_label(m) for m in extra)):
+            more.add_column(col, justify="left" if col in {"model", "dataset"} else "right", no_wrap=True)
+        for r in measured:
+            more.add_row(r["model"], r["dataset"], f"x{r['scale']}", *(format_metric(m, r.get(m)) for m in extra))
+        console.print(more)
     if per_image:
         for res in results:
             t = Table(title=f"{res.model} on {res.dataset} x{res.scale}", title_justify="left")
-            for col in ("image", "HR size", "PSNR", "SSIM"):
+            names = list(res.metrics) or list(_PAPER_METRICS)
+            for col in ("image", "HR size", *(metric_label(m) for m in names)):
                 t.add_column(col, justify="left" if col == "image" else "right")
             for img in res.images:
                 width, height = img.hr_size
-                t.add_row(img.name, f"{width}x{height}", f"{img.psnr:.2f}", f"{img.ssim:.4f}")
+                values = img.metrics or {"psnr": img.psnr, "ssim": img.ssim}
+                t.add_row(img.name, f"{width}x{height}", *(format_metric(m, values.get(m)) for m in names))
             console.print(t)
 
 
@@ -208,9 +249,34 @@ def eval_cmd(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the summary rows to a CSV file.")] = None,
     md_path: Annotated[Path | None, typer.Option("--markdown", help="Write the summary as a Markdown table.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the full JSON report to a file.")] = None,
+    metrics: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metrics",
+            metavar="<str,...>",
+            help="Metrics, comma-separated: psnr, ssim, ms-ssim, gmsd, fsim (on Y), fsimc (on RGB).",
+            show_default="psnr,ssim",
+        ),
+    ] = None,
+    html_path: Annotated[
+        Path | None,
+        typer.Option("--html", help="Write one self-contained HTML page of sortable per-image scores."),
+    ] = None,
     plot: Annotated[
         Path | None,
         typer.Option("--plot", help="Draw PSNR vs parameters (ours and published) to a PNG."),
+    ] = None,
+    plot_metric: Annotated[
+        str | None,
+        typer.Option("--plot-metric", help="The metric --plot draws (added to --metrics).", show_default="psnr"),
+    ] = None,
+    plot_x: Annotated[
+        str | None,
+        typer.Option("--plot-x", help="params, or mps (MP/s from --bench-json).", show_default="params"),
+    ] = None,
+    bench_json: Annotated[
+        list[Path] | None,
+        typer.Option("--bench-json", help="srcli bench --json output(s), for --plot-x mps."),
     ] = None,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
@@ -220,6 +286,10 @@ def eval_cmd(
     Runs in fp32 unless --precision says otherwise (the papers' protocol). Example: srcli eval -m imdn -d set5
     """
     # Everything the words alone can refuse is refused here, before torch loads.
+    plot_spec = _plot_spec(plot, plot_metric, plot_x, bench_json)
+    metric_names = check_metric_names(
+        [*(metrics or []), *([plot_spec.metric] if plot_spec else [])], always=_PAPER_METRICS
+    )
     jobs = _jobs(model, dataset, scale, table_id, data_dir, sr_dir)
     device_list = _scale_out(devices, ray, sr_dir)
     checked: dict[tuple[str, int], Any] = {}
@@ -289,6 +359,7 @@ def eval_cmd(
                         download_reporter=dl,
                         devices=device_list,
                         ray=ray,
+                        metrics=metric_names,
                     )
                 )
             except SrcliError as exc:
@@ -316,11 +387,14 @@ def eval_cmd(
     if rows and csv_path:
         write_text(csv_path, _csv(rows))
     if rows and md_path:
-        write_text(md_path, _markdown(rows))
+        write_text(md_path, _markdown(rows, _extra_metrics(results)))
+    if html_path and results:
+        write_text(html_path, _html_page(results))
+        err_console.print(f"per-image scores written to {html_path}", highlight=False)
     if report:
         write_text(report, json.dumps([r.to_dict() for r in results], indent=2))
-    if plot and results:
-        _plot(results, plot)
+    if plot_spec and results:
+        _plot(results, plot_spec)
     skipped = sum(len(r.skipped) for r in results)
     if skipped and not as_json:
         err_console.print(f"[yellow]{skipped} image(s) skipped[/yellow] (see warnings above)")
@@ -342,23 +416,99 @@ def _scale_out(devices: str | None, ray: str | None, sr_dir: Path | None) -> lis
     return parse_devices(devices)
 
 
-def _plot(results: list[Any], out: Path) -> None:
-    """One PSNR-vs-parameters figure for the first (dataset, scale) evaluated, as in the papers' Figure 1."""
+@dataclass(frozen=True)
+class _PlotSpec:
+    """What ``--plot`` draws: ``metric`` against ``x`` (``params`` or ``mps``) to ``out``."""
+
+    out: Path
+    metric: str
+    x: str
+    speeds: dict[tuple[str, int], float]
+
+
+def _plot_spec(out: Path | None, metric: str | None, x: str | None, bench_json: list[Path] | None) -> _PlotSpec | None:
+    """``--plot`` and its options, checked (and the bench results read) before torch loads."""
+    from srcli.eval.plot import bench_speeds
+
+    if out is None:
+        if metric is not None or x is not None or bench_json:
+            raise UsageError("--plot-metric, --plot-x and --bench-json go with --plot FILE.png")
+        return None
+    name = (metric or "psnr").strip().lower()
+    check_metric_names([name], always=())
+    axis = (x or "params").strip().lower()
+    if axis not in ("params", "mps"):
+        raise UsageError(f"--plot-x takes params or mps, not '{x}'")
+    if axis == "mps" and not bench_json:
+        raise UsageError("--plot-x mps needs --bench-json FILE (the output of srcli bench --json)")
+    if axis == "params" and bench_json:
+        raise UsageError("--bench-json goes with --plot-x mps")
+    return _PlotSpec(out, name, axis, bench_speeds(list(bench_json or [])))
+
+
+def _plot(results: list[Any], spec: _PlotSpec) -> None:
+    """One figure for the first (dataset, scale) evaluated: by default PSNR vs parameters with the published
+    points, as in the papers' Figure 1; with another ``--plot-metric`` or ``--plot-x mps``, our points only."""
     from srcli.eval.datasets import resolve_dataset_name
-    from srcli.eval.plot import PlotPoint, draw_psnr_vs_params, published_points
+    from srcli.eval.per_image import available_metrics, metric_label
+    from srcli.eval.plot import PlotPoint, ScatterPoint, draw_psnr_vs_params, draw_scatter, published_points
     from srcli.registry import get_model
 
     first = results[0]
     dataset = resolve_dataset_name(first.dataset)
-    points = published_points(dataset, first.scale)
+    same = [r for r in results if resolve_dataset_name(r.dataset) == dataset and r.scale == first.scale]
+    if spec.metric == "psnr" and spec.x == "params":
+        points = published_points(dataset, first.scale)
+        for r in same:
+            params = get_model(r.model).params.get(r.scale)
+            if params:
+                points.append(PlotPoint(f"{r.model} (srcli)", params, r.psnr, ours=True))
+        draw_psnr_vs_params(points, spec.out, f"PSNR vs parameters, {first.dataset} x{first.scale}")
+    else:
+        ours = []
+        for r in same:
+            value = r.metrics.get(spec.metric)
+            x = get_model(r.model).params.get(r.scale) if spec.x == "params" else spec.speeds.get((r.model, r.scale))
+            if x and value is not None:
+                ours.append(ScatterPoint(f"{r.model} (srcli)", float(x), value, ours=True))
+        if not ours:
+            what = "a parameter count" if spec.x == "params" else "a --bench-json speed at this scale"
+            raise UsageError(f"--plot: no model evaluated on {first.dataset} x{first.scale} has {what}")
+        label = metric_label(spec.metric)
+        lower = "" if available_metrics().get(spec.metric, True) else " (lower is better)"
+        x_name = "parameters" if spec.x == "params" else "MP/s"
+        draw_scatter(
+            ours,
+            spec.out,
+            f"{label} vs {x_name}, {first.dataset} x{first.scale}",
+            x_label=f"{x_name} (log scale)",
+            y_label=f"{label}{' (dB)' if spec.metric == 'psnr' else ''}{lower}",
+            **({} if spec.x == "params" else {"x_tick": lambda v: f"{v:g}"}),
+        )
+    err_console.print(f"plot written to {spec.out}", highlight=False)
+
+
+def _html_page(results: list[Any]) -> str:
+    """``--html``: one self-contained page, a sortable summary (the means) then every image's scores, with
+    the best value per metric highlighted among the models on the same data set (summary) or image."""
+    from srcli.eval.html_report import page_html, per_image_table_html
+
+    names = list(dict.fromkeys(m for r in results for m in (r.metrics or _PAPER_METRICS)))
+    summary, images = [], []
     for r in results:
-        if resolve_dataset_name(r.dataset) != dataset or r.scale != first.scale:
-            continue
-        params = get_model(r.model).params.get(r.scale)
-        if params:
-            points.append(PlotPoint(f"{r.model} (srcli)", params, r.psnr, ours=True))
-    draw_psnr_vs_params(points, out, f"PSNR vs parameters, {first.dataset} x{first.scale}")
-    err_console.print(f"plot written to {out}", highlight=False)
+        where = f"{r.dataset} x{r.scale}"
+        values = r.metrics or {"psnr": r.psnr, "ssim": r.ssim}
+        summary.append({"model": r.model, "dataset": r.dataset, "scale": r.scale, "group": where, **values})
+        for img in r.images:
+            scores = img.metrics or {"psnr": img.psnr, "ssim": img.ssim}
+            row = {"image": img.name, "model": r.model, "dataset": r.dataset, "scale": r.scale, **scores}
+            images.append({**row, "group": f"{where} {img.name}"})
+    note = "Y channel, border = scale (FSIMc on RGB); click a header to sort; best per data set / image in bold."
+    sections = [
+        per_image_table_html(summary, names, keys=("model", "dataset", "scale"), group="group", caption="Means"),
+        per_image_table_html(images, names, group="group", caption="Per image"),
+    ]
+    return page_html("srcli eval: per-image scores", sections, note=note)
 
 
 def _jobs(model, dataset, scale, table_id, data_dir, sr_dir) -> list[tuple[str | None, str | None, int]]:  # noqa: ANN001

@@ -457,16 +457,18 @@ def score_on_workers(
     progress: Callable[[int, int, str], None] | None = None,
     item_hook: MapHook | None = None,
     num_cpus: int | None = None,
+    metrics: Sequence[str] = ("psnr", "ssim"),
 ) -> MapOutcome:
     """Score every HR path on ``devices`` (worker processes) or on Ray at ``ray``; the outcome's results are
     ``_ImageScorer`` returns in ``hr_paths`` order, its infos each worker's protocol record and device.
 
     ``progress(done, total, image_name)`` is called as results arrive. ``num_cpus``: for ``ray="local"``.
+    ``metrics``: the names each worker's ``score_image`` computes (see ``EvalWorker``).
     """
     if (devices is None) == (ray is None):
         raise UsageError("give devices or ray (one of them)")
     paths = [Path(p).absolute() for p in hr_paths]
-    factory = EvalWorker(scale, protocol)
+    factory = EvalWorker(scale, protocol, tuple(metrics))
 
     def tick(done: int, total: int, index: int) -> None:
         if progress is not None:

@@ -50,10 +50,25 @@ def available_metrics() -> dict[str, bool]:
     return names
 
 
-def parse_metrics(values: Iterable[str] | None, *, always: Iterable[str] = BASE_METRICS) -> list[str]:
+#: Every metric name :func:`available_metrics` gives with the quality module installed, known without
+#: importing torch, so that a command line can refuse an unknown name before torch loads
+#: (``tests/test_eval_metrics_cli.py`` keeps the two equal).
+METRIC_NAMES: tuple[str, ...] = ("psnr", "ssim", "ms-ssim", "gmsd", "fsim", "fsimc")
+
+
+def check_metric_names(values: Iterable[str] | None, *, always: Iterable[str] = BASE_METRICS) -> list[str]:
+    """:func:`parse_metrics` against :data:`METRIC_NAMES`, without importing torch: for command lines."""
+    return parse_metrics(values, always=always, known=METRIC_NAMES)
+
+
+def parse_metrics(
+    values: Iterable[str] | None, *, always: Iterable[str] = BASE_METRICS, known: Iterable[str] | None = None
+) -> list[str]:
     """``["psnr,gmsd", "fsim"]`` -> ``["psnr", "ssim", "gmsd", "fsim"]``: the names given (comma lists
-    allowed, case ignored, duplicates dropped), after the ``always`` ones; unknown names raise ``UsageError``."""
-    known = available_metrics()
+    allowed, case ignored, duplicates dropped), after the ``always`` ones; unknown names raise ``UsageError``.
+
+    ``known``: the accepted names (default: :func:`available_metrics`, which imports torch)."""
+    known = list(available_metrics() if known is None else known)
     wanted = list(always) + [v.strip().lower() for item in values or [] for v in item.split(",") if v.strip()]
     unknown = [m for m in wanted if m not in known]
     if unknown:

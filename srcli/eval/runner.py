@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from srcli._version import __version__
 from srcli.errors import DatasetError, ImageReadError, UsageError
 from srcli.eval.datasets import DISPLAY_NAMES, dataset_files, folder_images, resolve_dataset_name
-from srcli.eval.protocol import PROTOCOL_DESCRIPTION, make_lr, modcrop, score
+from srcli.eval.protocol import PROTOCOL_DESCRIPTION, make_lr
 from srcli.registry import InferenceProtocol
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 EvalProgress = Callable[[int, int, str], None]
 
 
+#: The metrics ``evaluate`` computes unless told otherwise: the papers' protocol.
+DEFAULT_METRICS: tuple[str, ...] = ("psnr", "ssim")
+
+
 @dataclass
 class ImageScore:
     """The metrics of one image."""
@@ -38,6 +43,9 @@ class ImageScore:
     ssim: float
     #: The scored (mod-cropped) HR size as (width, height), the order every srcli size is given in.
     hr_size: tuple[int, int]
+    #: Every metric computed, by name, in the order asked (``psnr`` and ``ssim`` included);
+    #: ``None`` where a metric cannot be computed on this image (MS-SSIM on one under 176 px).
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -58,6 +66,9 @@ class EvalResult:
     environment: dict[str, Any] = field(default_factory=dict)
     #: sha256 of every HR file scored, by file name.
     dataset_sha256: dict[str, str] = field(default_factory=dict)
+    #: The mean of every metric computed, by name, in the order asked (``psnr`` and ``ssim`` included):
+    #: over the images where it could be computed, ``None`` where it could be on none.
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -194,6 +205,7 @@ def evaluate(
     devices: list[str] | None = None,
     ray: str | None = None,
     item_hook: Callable[[Path], None] | None = None,
+    metrics: Sequence[str] | None = None,
 ) -> EvalResult:
     """Score ``model`` at ``scale`` on ``dataset`` (or the HR images in ``data_dir``).
 
@@ -216,10 +228,20 @@ def evaluate(
     gives (same images, order and means; on a CPU, with the same threads per worker as that process). Its
     ``protocol.device`` and ``environment`` then name the workers (and count the ``retries``).
     ``item_hook``, a picklable callable, runs in a worker just before each HR path (for tests).
+
+    ``metrics`` (default ``("psnr", "ssim")``, the papers' protocol) names what to compute per image, any of
+    ``srcli.eval.per_image.available_metrics()`` (``ms-ssim``, ``gmsd``, ``fsim``, ``fsimc``); PSNR and SSIM
+    are always computed. Every image goes through ``srcli.eval.per_image`` (``load_hr``,
+    ``load_protocol_model``, ``score_image``), as ``srcli compare`` and the workers of ``devices`` / ``ray``
+    do, so all three give the same numbers. ``EvalResult.metrics`` holds the means, each image's
+    ``metrics`` its values.
     """
     import torch
 
+    from srcli.eval.per_image import load_hr, load_protocol_model, parse_metrics, score_image
     from srcli.io.images import read_rgb_uint8
+
+    names = parse_metrics(metrics, always=DEFAULT_METRICS)
 
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
@@ -275,35 +297,8 @@ def evaluate(
         "lr_source": "srcli MATLAB-compatible imresize from HR",
     }
     if resolved is not None and not scale_out:  # with devices / ray, the workers load it and say what ran
-        from srcli.engine.inference import optimise_for_inference, run_model
-
-        o = resolved.options
-        dev = resolved.device
-        loaded = resolved.load(download_reporter)
-        if o.compile:
-            loaded = optimise_for_inference(loaded, dev, channels_last=False, compile=True)
-        proto = protocol or loaded.spec.protocol
-        record.update(
-            model=loaded.spec.name,
-            dtype=resolved.precision,
-            device=str(dev),
-            inference=proto.describe(),
-            self_ensemble=o.self_ensemble,
-            compiled=o.compile,
-            weights=str(loaded.weights_path) if loaded.weights_path else None,
-            weights_sha256=loaded.weights_sha256,
-        )
-
-        def run(lr: torch.Tensor) -> torch.Tensor:
-            return run_model(
-                loaded,
-                lr[None].to(dev),
-                protocol=proto,
-                self_ensemble=o.self_ensemble,
-                precision=resolved.precision,  # type: ignore[arg-type]
-                tile_batch=o.batch,
-                full_batches=o.compile,
-            )[0].cpu()
+        run = load_protocol_model(resolved, protocol=protocol, reporter=download_reporter)
+        record.update(run.record())
     elif resolved is None:
         sr_dir = Path(sr_dir)  # type: ignore[arg-type]
         if not sr_dir.is_dir():
@@ -323,6 +318,7 @@ def evaluate(
             hr_paths,
             scale,
             protocol=protocol,
+            metrics=tuple(names),
             devices=devices,
             ray=ray,
             progress=progress,
@@ -342,14 +338,12 @@ def evaluate(
                 log.warning("skipped %s", value)
                 skipped.append(value)
                 continue
-            metrics, (width, height) = value
-            scores.append(ImageScore(hr_path.name, metrics["psnr"], metrics["ssim"], (width, height)))
+            values, (width, height) = value
+            scores.append(_image_score(hr_path.name, values, (width, height)))
             hashes[hr_path.name] = _sha256(hr_path)
     for i, hr_path in enumerate(() if scale_out else hr_paths):
         try:
-            hr = modcrop(read_rgb_uint8(hr_path), scale)
-            if min(hr.shape[-2:]) < 2 * scale + 11:
-                raise ImageReadError(f"{hr_path}: too small ({hr.shape[-1]}x{hr.shape[-2]}) for x{scale}")
+            hr = load_hr(hr_path, scale)
             if run is not None:
                 sr = run(make_lr(hr, scale))
             else:
@@ -362,8 +356,8 @@ def evaluate(
                         f"{sr_path}: size {sr.shape[-1]}x{sr.shape[-2]} does not match the mod-cropped HR "
                         f"{hr.shape[-1]}x{hr.shape[-2]}"
                     )
-            p, s = score(sr, hr, scale)
-            scores.append(ImageScore(hr_path.name, p, s, (int(hr.shape[-1]), int(hr.shape[-2]))))
+            values = score_image(sr, hr, scale, names)
+            scores.append(_image_score(hr_path.name, values, (int(hr.shape[-1]), int(hr.shape[-2]))))
             hashes[hr_path.name] = _sha256(hr_path)
         except ImageReadError as exc:
             log.warning("skipped %s", exc)
@@ -374,6 +368,8 @@ def evaluate(
         raise DatasetError(f"{label}: no image could be scored ({len(skipped)} skipped)")
     mean_psnr = sum(s.psnr for s in scores) / len(scores)
     mean_ssim = sum(s.ssim for s in scores) / len(scores)
+    means = {name: _mean([s.metrics.get(name) for s in scores]) for name in names}
+    means.update(psnr=mean_psnr, ssim=mean_ssim)
     self_ens = bool(record.get("self_ensemble", False))
     result = EvalResult(
         model=record["model"],
@@ -387,9 +383,22 @@ def evaluate(
         seconds=time.perf_counter() - started,
         environment=environment,
         dataset_sha256=hashes,
+        metrics=means,
     )
     result.published = _published(record["model"], label, scale, self_ens)
     return result
+
+
+def _image_score(name: str, values: dict[str, float], hr_size: tuple[int, int]) -> ImageScore:
+    """An ``ImageScore`` from ``score_image``'s values; NaN (not computable on this image) becomes ``None``."""
+    kept = {key: (None if math.isnan(v) else v) for key, v in values.items()}
+    return ImageScore(name, values["psnr"], values["ssim"], hr_size, kept)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not ``None``; ``None`` when every one is."""
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
 
 
 def _iso(moment: datetime) -> str:
