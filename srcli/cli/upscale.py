@@ -290,8 +290,6 @@ def upscale_cmd(
 
         device_list = parse_devices(devices)
     if _is_video_job(inputs, output, video=video, frames=frames):
-        if ray is not None:
-            raise UsageError("--ray runs image jobs; a video runs on one device (--device) or several (--devices)")
         from srcli.pipeline.video import VideoOptions, parse_fps
 
         _video_cmd(
@@ -321,6 +319,7 @@ def upscale_cmd(
             as_json,
             dry_run,
             devices=device_list if devices is not None else None,
+            ray=ray,
         )
         return
 
@@ -342,6 +341,10 @@ def upscale_cmd(
         alpha=alpha,  # type: ignore[arg-type]
         keep_metadata=keep_metadata,
     )
+    from srcli.pipeline.remote import stage_remote
+
+    # Object-store URIs (s3://, gs://...): staged locally, uploaded by finish (srcli.pipeline.remote).
+    inputs, options, finish = stage_remote(inputs, options, dry_run=dry_run)
     plan = plan_images(inputs, options, create_folders=not dry_run)
     show_notices(plan.notices)
     if dry_run:
@@ -355,6 +358,7 @@ def upscale_cmd(
         report = _run_images_on(plan, as_json, ray=ray)
     else:
         report = _run_images(plan, as_json)
+    report = finish(report)
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -549,11 +553,17 @@ def _render_video_summary(report: Any) -> None:
 
 
 def _video_cmd(
-    inputs: list[str], options: Any, as_json: bool, dry_run: bool = False, devices: list[str] | None = None
+    inputs: list[str],
+    options: Any,
+    as_json: bool,
+    dry_run: bool = False,
+    devices: list[str] | None = None,
+    ray: str | None = None,
 ) -> None:
     """Plan the video job (before anything loads), print the plan for ``--dry-run``, or run it with a progress bar
     (or JSON); the report's exit code becomes the command's. ``devices`` (``--devices``): the segments run on one
-    worker process per device (``run_video_job_on_devices``), the same file out."""
+    worker process per device (``run_video_job_on_devices``); ``ray`` (``--ray ADDRESS``): one segment task at a
+    time per Ray actor (``run_video_job_on_ray``); the same file out either way."""
     from srcli.pipeline.video import plan_video_job, report_for_video_plan, run_video_job
 
     plan = plan_video_job(inputs, options, create_folders=not dry_run)
@@ -569,6 +579,11 @@ def _video_cmd(
 
         with progress:
             report = run_video_job_on_devices(plan, devices, events=_VideoRichEvents(progress))
+    elif ray is not None:
+        from srcli.pipeline.video_ray import run_video_job_on_ray
+
+        with progress:
+            report = run_video_job_on_ray(plan, ray or "auto", events=_VideoRichEvents(progress))
     else:
         resolved, loaded = _resolve_and_load(plan.options.run, needed=bool(plan.to_run))
         with progress:
