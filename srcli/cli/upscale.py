@@ -40,7 +40,7 @@ from srcli.registry import DEFAULT_MODEL
 _V = "Video"
 
 
-def _render_summary(report: Any, output_root: Path | None = None) -> None:
+def _render_summary(report: Any, output_root: Path | str | None = None) -> None:
     """The end-of-run table: done / skipped / failed, failures by file, time and throughput, where outputs went."""
     failed = [f for f in report.files if f.status == "failed"]
     if failed:
@@ -341,7 +341,7 @@ def upscale_cmd(
         alpha=alpha,  # type: ignore[arg-type]
         keep_metadata=keep_metadata,
     )
-    from srcli.pipeline.remote import stage_remote
+    from srcli.pipeline.remote import output_uri, stage_remote, unchanged
 
     # Object-store URIs (s3://, gs://...): staged locally, uploaded by finish (srcli.pipeline.remote).
     inputs, options, finish = stage_remote(inputs, options, dry_run=dry_run)
@@ -350,7 +350,7 @@ def upscale_cmd(
     if dry_run:
         from srcli.pipeline.images import report_for_plan
 
-        _show_dry_run(report_for_plan(plan), as_json)
+        _show_dry_run(finish(report_for_plan(plan)), as_json)
         return
     if devices is not None:
         report = _run_images_on(plan, as_json, devices=device_list)
@@ -362,7 +362,8 @@ def upscale_cmd(
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        _render_summary(report, plan.journal_root)
+        remote = finish is not unchanged
+        _render_summary(report, output_uri(output) if remote else plan.journal_root)
     if report.exit_code:
         raise typer.Exit(report.exit_code)
 

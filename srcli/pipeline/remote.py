@@ -278,7 +278,7 @@ def _stage_argument(stage: _Staging, index: int, argument: str, recursive: bool,
     return local_argument
 
 
-def _unchanged(report: JobReport) -> JobReport:
+def unchanged(report: JobReport) -> JobReport:
     """``finish`` for a job with nothing remote: the report as it is."""
     return report
 
@@ -300,7 +300,7 @@ def stage_remote(
         local_inputs = [file_uri_path(a) if s == "file" else a for a, s in zip(inputs, schemes, strict=True)]
         if out_scheme == "file":
             options = replace(options, output=Path(file_uri_path(out)))
-        return local_inputs, options, _unchanged
+        return local_inputs, options, unchanged
 
     from srcli.hub.cache import cache_root
     from srcli.pipeline.image_plan import plan_images
