@@ -81,7 +81,11 @@ __all__ = [
     "SegmentHook",
     "SegmentTask",
     "VideoPoolReport",
+    "VideoRunner",
     "VideoWorkerStats",
+    "close_video_report",
+    "count_result",
+    "run_each_video",
     "run_video_job_on_devices",
     "segment_starts",
 ]
@@ -517,10 +521,8 @@ def run_video_job_on_devices(
     if plan.options.frames:
         raise UsageError("--devices runs a video's segments on several devices; --frames runs on one device (--device)")
     events = events or VideoEvents()
-    options = plan.options
     report = VideoPoolReport.for_plan(plan, "devices")
     todo = [(i, item) for i, item in enumerate(plan.items) if item in plan.to_run]
-    journal = plan.journal()
     pool: _SegmentPool | None = None
     started = time.perf_counter()
     if todo:
@@ -530,47 +532,76 @@ def run_video_job_on_devices(
         if pool is not None:
             _start_workers(pool, report)
         started = time.perf_counter()
-        events.started(report)
-        for rep in report.files:
-            if rep.status != "planned":
-                if rep.status == "failed":
-                    log.error("%s", one_line(rep.input, rep.message))
-                events.file_finished(rep)
-        for video, item in todo:
+
+        def run_one(video: int, item: PlannedVideo, rep: VideoFileReport) -> None:
             assert pool is not None
-            rep = report.files[video]
-            t0 = time.perf_counter()
-            try:
-                _run_video(pool, plan, video, item, rep, report, events)
-            except KeyboardInterrupt as exc:
-                report.interrupt(exc)
-                rep.status = "failed"
-                rep.message = "interrupted: run again with --resume to continue from the complete segments"
-                rep.seconds = time.perf_counter() - t0
-                events.file_finished(rep)
-                break
-            except Exception as exc:
-                drop_empty_work_dir(item.output)
-                rep.status = "failed"
-                rep.message = one_line(rep.input, error_text(exc))
-                rep.seconds = time.perf_counter() - t0
-                log.error("%s", rep.message)
-                events.file_finished(rep)
-                if options.fail_fast:
-                    break
-                continue
-            journal.record(item.output, item.input, plan.fingerprint)
-            rep.seconds = time.perf_counter() - t0
-            events.file_finished(rep)
+            _run_video(pool, plan, video, item, rep, report, events)
+
+        run_each_video(plan, report, todo, events, run_one)
     finally:
         if pool is not None:
             _stop_workers(pool)
+    close_video_report(report, started)
+    return report
+
+
+#: Makes one video of the plan (its position in ``plan.items``, the item, its report); raises when it fails.
+VideoRunner = Callable[[int, PlannedVideo, VideoFileReport], None]
+
+
+def run_each_video(
+    plan: VideoPlan,
+    report: VideoPoolReport,
+    todo: Sequence[tuple[int, PlannedVideo]],
+    events: VideoEvents,
+    run_one: VideoRunner,
+) -> None:
+    """Announce the job, then make each video of ``todo`` in turn with ``run_one``, as every executor does.
+
+    Records each made video in the output journal and drives ``events``; a video that fails is reported (and with
+    ``--fail-fast`` stops the job); Ctrl-C marks the video in progress and the report interrupted.
+    """
+    journal = plan.journal()
+    events.started(report)
+    for rep in report.files:
+        if rep.status != "planned":
+            if rep.status == "failed":
+                log.error("%s", one_line(rep.input, rep.message))
+            events.file_finished(rep)
+    for video, item in todo:
+        rep = report.files[video]
+        t0 = time.perf_counter()
+        try:
+            run_one(video, item, rep)
+        except KeyboardInterrupt as exc:
+            report.interrupt(exc)
+            rep.status = "failed"
+            rep.message = "interrupted: run again with --resume to continue from the complete segments"
+            rep.seconds = time.perf_counter() - t0
+            events.file_finished(rep)
+            break
+        except Exception as exc:
+            drop_empty_work_dir(item.output)
+            rep.status = "failed"
+            rep.message = one_line(rep.input, error_text(exc))
+            rep.seconds = time.perf_counter() - t0
+            log.error("%s", rep.message)
+            events.file_finished(rep)
+            if plan.options.fail_fast:
+                break
+            continue
+        journal.record(item.output, item.input, plan.fingerprint)
+        rep.seconds = time.perf_counter() - t0
+        events.file_finished(rep)
+
+
+def close_video_report(report: VideoPoolReport, started: float) -> None:
+    """Mark the videos never reached (interrupted or ``--fail-fast``) as skipped and set the job's seconds."""
     for rep in report.files:
         if rep.status == "planned":
             rep.status = "skipped"
             rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
     report.seconds = time.perf_counter() - started
-    return report
 
 
 def _start_workers(pool: _SegmentPool, report: VideoPoolReport) -> None:
@@ -647,14 +678,7 @@ def _run_video(
         manifest.segments = [complete[n] for n in sorted(complete)]
         manifest.save()
         results.append(result)
-        frames_done += int(result["segment"]["frames"])
-        for name, (frames, seconds) in result["stages"].items():
-            stages[name].frames += frames
-            stages[name].seconds += seconds
-        stats = pool.video_stats[w.slot]
-        stats.segments += 1
-        stats.frames += int(result["segment"]["frames"])
-        stats.model_seconds += result["stages"]["model"][1]
+        frames_done += count_result(result, stages, pool.video_stats[w.slot])
         events.frames_done(frames_done)
         events.segment_done(rep, len(complete))
 
@@ -741,6 +765,21 @@ def _run_video(
     if failure:
         raise _VideoFailed("; ".join(failure))
     _join(prepared, item, rep, results, plan.options)
+
+
+def count_result(result: dict[str, Any], stages: dict[str, StageStats], stats: VideoWorkerStats) -> int:
+    """Add a segment's result (``_SegmentRunner.run``) to the video's stage timings and its worker's work.
+
+    Returns the segment's frame count.
+    """
+    frames = int(result["segment"]["frames"])
+    for name, (done, seconds) in result["stages"].items():
+        stages[name].frames += done
+        stages[name].seconds += seconds
+    stats.segments += 1
+    stats.frames += frames
+    stats.model_seconds += result["stages"]["model"][1]
+    return frames
 
 
 def _join(
