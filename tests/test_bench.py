@@ -25,7 +25,7 @@ def _one_thread():
 
 
 def test_whole_image_fields_are_consistent():
-    r = bench_model("imdn", 4, size=(6, 10), device="cpu", batch=2, warmup=1, iters=3)
+    r = bench_model("imdn", 4, size=(6, 10), device="cpu", precision="fp32", batch=2, warmup=1, iters=3)
     assert (r.model, r.scale, r.mode, r.precision, r.input_size, r.batch, r.tiles) == (
         "imdn",
         4,
@@ -91,6 +91,7 @@ def test_attention_on_the_cpu_is_counted():
         assert count_flops(lambda: Attn()(q)) == 2 * (2 * b * h * s * s * d)
 
 
+@pytest.mark.slow
 def test_tiled_and_protocol_modes_count_tiles_and_output():
     r = bench_model("imdn", 2, size=(40, 30), device="cpu", tile=16, overlap=4, batch=4, warmup=0, iters=1)
     assert r.mode == "tiled" and r.tile == 16 and r.overlap == 4

@@ -55,6 +55,7 @@ def test_feather_ramp_is_positive_and_flat_inside() -> None:
     assert torch.equal(border[:32], torch.ones(32))
 
 
+@pytest.mark.slow
 def test_tiled_matches_whole_image_on_set5(imdn: LoadedModel, shared_dir: Path) -> None:
     """Tiles of 48 px with the registry's default overlap: PSNR(tiled, whole) >= 45 dB on every Set5
     image (the benchmark's x4 bicubic LR). IMDN's channel attention uses whole-input statistics, so
@@ -69,6 +70,7 @@ def test_tiled_matches_whole_image_on_set5(imdn: LoadedModel, shared_dir: Path) 
 
 
 @pytest.mark.parametrize("kind", ["flat", "gradient"])
+@pytest.mark.slow
 def test_no_seams_on_flat_and_gradient_images(rlfn: LoadedModel, imdn: LoadedModel, kind: str) -> None:
     """Max abs deviation of the tiled output from the whole-image output stays under 2 grey levels."""
     h, w = 100, 130
@@ -84,6 +86,7 @@ def test_no_seams_on_flat_and_gradient_images(rlfn: LoadedModel, imdn: LoadedMod
         assert float((whole - tiled.image).abs().max()) * 255 < 2.0
 
 
+@pytest.mark.slow
 def test_batched_tiles_equal_one_at_a_time(rlfn: LoadedModel) -> None:
     x = torch.rand(1, 3, 70, 90)
     one = upscale_tensor(rlfn, x, EngineOptions(tile=32, batch=1)).image
@@ -105,6 +108,7 @@ class _OomAbove(torch.nn.Module):
         return self.inner(x)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_batch_then_tile(rlfn: LoadedModel) -> None:
     x = torch.rand(1, 3, 120, 120)
     flaky = LoadedModel(rlfn.spec, 4, _OomAbove(rlfn.module, 60 * 60), None, None)
@@ -135,6 +139,7 @@ class _NanInHalf(torch.nn.Module):
         return y
 
 
+@pytest.mark.slow
 def test_non_finite_tiles_are_run_again_in_fp32(rlfn: LoadedModel) -> None:
     x = torch.rand(1, 3, 64, 96) * 0.5
     x[..., :8, :8] = 0.9  # only the first tile trips the fault
@@ -155,6 +160,7 @@ def test_outscale_chains_passes_then_resizes() -> None:
     assert half.model_passes == 1 and tuple(half.image.shape) == (1, 3, 30, 45)
 
 
+@pytest.mark.slow
 def test_self_ensemble_keeps_shape_and_stays_close(rlfn: LoadedModel) -> None:
     yy, xx = torch.meshgrid(torch.linspace(0, 6, 24), torch.linspace(0, 9, 40), indexing="ij")
     x = (0.5 + 0.4 * torch.sin(xx + yy)).expand(1, 3, 24, 40).contiguous()
@@ -173,9 +179,12 @@ def test_plan_tile_uses_registry_hints_off_cuda(rlfn: LoadedModel) -> None:
     assert plan_tile(rlfn, 100, 100, EngineOptions(tile=0), cpu) == (None, 1)
 
 
-def test_precision_policy() -> None:
+def test_precision_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from srcli.engine import cpu_features
+
     spec = get_model("imdn")
     cpu = torch.device("cpu")
+    monkeypatch.setattr(cpu_features, "native_bf16", lambda: False)  # a CPU without native bf16
     assert resolve_precision(spec, cpu, "auto") == "fp32"
     assert resolve_precision(spec, cpu, "bf16") == "bf16"
     with pytest.raises(DeviceError, match="fp16 is not supported on the CPU"):
@@ -202,6 +211,7 @@ def test_tiled_forward_rejects_batches(rlfn: LoadedModel) -> None:
 # ----------------------------------------------------------------------------------- the library (srcli.upscale)
 
 
+@pytest.mark.slow
 def test_library_defaults_to_the_default_model_and_takes_one_options_record() -> None:
     import numpy as np
 
@@ -242,6 +252,7 @@ def _set5_lr(shared_dir: Path, name: str, scale: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("batch", "precision"), [(1, "fp32"), (3, "fp32"), (5, "fp32"), (2, "bf16")])
+@pytest.mark.slow
 def test_banded_assembly_gives_the_same_floats_as_tiled_forward(
     rlfn: LoadedModel, shared_dir: Path, batch: int, precision: str
 ) -> None:
@@ -256,7 +267,7 @@ def test_banded_assembly_gives_the_same_floats_as_tiled_forward(
     bands: list[tuple[int, torch.Tensor]] = []
     done = tiled_forward_bands(rlfn, x, lambda row, band: bands.append((row, band)), **kwargs)
     rows = [row for row, _ in bands]
-    assert rows[0] == 0 and len(bands) == 3  # one band per tile row
+    assert rows[0] == 0 and len(bands) >= len(spread_starts(61, 24, 6))  # at least one piece per tile row
     assert all(r0 + b.shape[-2] == r1 for (r0, b), r1 in zip(bands, rows[1:], strict=False))
     merged = torch.cat([band for _, band in bands], dim=2)
     assert torch.equal(merged, reference.image)
@@ -266,6 +277,7 @@ def test_banded_assembly_gives_the_same_floats_as_tiled_forward(
         assert done.buffer_rows == 24 * 4  # one tile row of the output
 
 
+@pytest.mark.slow
 def test_upscale_to_array_holds_the_writers_samples(rlfn: LoadedModel, shared_dir: Path) -> None:
     """``upscale_to_array`` keeps the output at the file's bit depth, with the samples the image writer makes
     from ``upscale_tensor``'s float output (clamp, scale, round), for 8 and 16 bits, tiled or whole."""
@@ -285,6 +297,7 @@ def test_upscale_to_array_holds_the_writers_samples(rlfn: LoadedModel, shared_di
     assert kept.dtype.name == "float32" and (kept == floats).all()
 
 
+@pytest.mark.slow
 def test_banded_refines_non_finite_tiles_within_rounding(rlfn: LoadedModel) -> None:
     """A tile that is not finite in bf16 is re-run in fp32 before its band is finished: its pixels sum in
     another order than ``tiled_forward``'s, so they agree within float rounding (the others exactly)."""

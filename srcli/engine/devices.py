@@ -6,6 +6,8 @@ from typing import Literal
 
 import torch
 
+from srcli.engine import cpu_features
+from srcli.engine.options import FP16_ON_CPU
 from srcli.errors import DeviceError
 from srcli.registry import ModelSpec
 
@@ -54,14 +56,19 @@ def describe_device(device: torch.device) -> str:
 def resolve_precision(spec: ModelSpec, device: torch.device, requested: str = "auto") -> Precision:
     """The precision to run ``spec`` in on ``device``.
 
-    ``auto`` takes the first of bf16 / fp16 that the registry marks safe for the model and the device
-    supports on CUDA, and fp32 elsewhere: reduced precision is slow on CPUs, and half precision on MPS
-    is opt-in until proven per model. An explicit fp16 on a CPU is refused (no half-precision kernels
-    for several layers there; peers crash on it).
+    ``auto`` takes, on CUDA, the first of bf16 / fp16 that the registry marks safe for the model and the
+    device supports; on the CPU, bf16 where the processor computes it natively
+    (``srcli.engine.cpu_features.native_bf16``: AMX-BF16, AVX512-BF16 or Arm BF16, with PyTorch's kernels
+    using it) and the registry marks the model bf16-safe on the CPU (``ModelSpec.cpu_safe_precisions``);
+    fp32 elsewhere: emulated bf16 is slower than fp32, and half precision on MPS is opt-in until proven
+    per model. An explicit fp16 on a CPU is refused (no half-precision kernels for several layers there;
+    peers crash on it).
     """
     if requested not in PRECISIONS:
         raise DeviceError(f"unknown precision '{requested}' (use {', '.join(PRECISIONS)})")
     if requested == "auto":
+        if device.type == "cpu":
+            return "bf16" if "bf16" in spec.cpu_safe_precisions and cpu_features.native_bf16() else "fp32"
         if device.type != "cuda":
             return "fp32"
         if "bf16" in spec.safe_precisions and torch.cuda.is_bf16_supported():
@@ -70,5 +77,5 @@ def resolve_precision(spec: ModelSpec, device: torch.device, requested: str = "a
             return "fp16"
         return "fp32"
     if requested == "fp16" and device.type == "cpu":
-        raise DeviceError("fp16 is not supported on the CPU; use --precision bf16 or fp32")
+        raise DeviceError(FP16_ON_CPU)
     return requested  # type: ignore[return-value]

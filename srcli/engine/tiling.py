@@ -162,3 +162,158 @@ def tiled_forward(
             patches = torch.cat([x[..., top : top + th, left : left + tw] for top, left in items])
             merge(forward_whole(loaded, patches.contiguous(), "fp32"), items, None)
     return TiledOutput(out / wsum, total, refined)
+
+
+#: Receives finished output rows, top to bottom, each row once: (first output row, band (1, C, rows, sW)).
+BandSink = Callable[[int, torch.Tensor], None]
+#: Most output rows handed to a sink at once (a finished band goes in pieces, so its division and the sink's
+#: conversions stay small).
+SINK_ROWS = 256
+
+
+@dataclass
+class BandedOutput:
+    """What ``tiled_forward_bands`` did (the rows went to the sink)."""
+
+    height: int
+    width: int
+    tiles: int
+    refined_tiles: int
+    #: Output rows the largest band buffer held (the merge's memory is about ``rows x width x (C + 1) x 4`` bytes).
+    buffer_rows: int
+
+
+def _band_capacity(boxes: list[tuple[int, int]], th: int, batch: int) -> int:
+    """LR rows the band buffer must hold: from the top of a batch's first tile to the bottom of its lowest."""
+    need = th
+    for start in range(0, len(boxes), batch):
+        items = boxes[start : start + batch]
+        need = max(need, max(top for top, _ in items) + th - items[0][0])
+    return need
+
+
+def tiled_forward_bands(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    sink: BandSink,
+    *,
+    tile: int,
+    overlap: int,
+    batch: int = 1,
+    precision: Precision = "fp32",
+    accumulate_on: torch.device | None = None,
+    progress: TileProgress | None = None,
+    full_batches: bool = False,
+) -> BandedOutput:
+    """``tiled_forward`` that hands the merged output to ``sink`` in bands of rows instead of returning it.
+
+    The tiles, their batches, the feathered weights and the order in which each output pixel sums its
+    tiles are those of ``tiled_forward``, so the rows are the same floats (bit for bit, in any precision).
+    The merge holds only the rows that tiles still to run can touch: after each batch, the rows above the
+    next tile's top are final, divided by their weight sum and sent to ``sink`` in pieces of at most
+    ``SINK_ROWS`` rows (not clamped, float32, on ``accumulate_on``); the band buffer is then about one
+    tile row of the output instead of the whole image (plus its weight sum).
+
+    In reduced precision, the tiles of a band are checked for non-finite output before the band is
+    finished (one host-device synchronisation per band, not one per image) and re-run in fp32 at once:
+    the pixels of such tiles may then differ from ``tiled_forward``'s by float rounding (another order of
+    summation); all others are identical.
+    """
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"tiled_forward_bands takes one image (1, C, H, W), got {tuple(x.shape)}")
+    scale = loaded.scale
+    _, c, h, w = x.shape
+    th, tw = min(tile, h), min(tile, w)
+    tops, lefts = spread_starts(h, th, overlap), spread_starts(w, tw, overlap)
+    boxes = [(top, left) for top in tops for left in lefts]
+    total = len(boxes)
+
+    if total == 1:
+        y = forward_whole(loaded, x, precision)
+        refined = 0
+        if precision != "fp32" and not bool(torch.isfinite(y).all()):
+            y, refined = forward_whole(loaded, x, "fp32"), 1
+        if progress is not None:
+            progress(1, 1)
+        y = y.to(accumulate_on or x.device)
+        for row in range(0, h * scale, SINK_ROWS):
+            sink(row, y[:, :, row : row + SINK_ROWS])
+        return BandedOutput(h * scale, w * scale, 1, refined, h * scale)
+
+    acc_device = accumulate_on or x.device
+    cap = _band_capacity(boxes, th, batch) * scale
+    # The band buffer: output rows [lo, lo + cap).
+    out = torch.zeros(1, c, cap, w * scale, dtype=torch.float32, device=acc_device)
+    wsum = torch.zeros(1, 1, cap, w * scale, dtype=torch.float32, device=acc_device)
+    lo = 0
+    ramp = overlap * scale
+    row_w = {top: feather_ramp(th * scale, ramp, top > 0, top + th < h, acc_device).view(-1, 1) for top in tops}
+    col_w = {left: feather_ramp(tw * scale, ramp, left > 0, left + tw < w, acc_device).view(1, -1) for left in lefts}
+    check_finite = precision != "fp32"
+    pending: list[tuple[list[tuple[int, int]], torch.Tensor]] = []
+    refined = 0
+
+    def merge(y: torch.Tensor, items: list[tuple[int, int]], ok: torch.Tensor | None) -> None:
+        # As tiled_forward's merge, at rows relative to the band.
+        y = y.to(acc_device, non_blocking=True)
+        if ok is not None:
+            ok = ok.to(acc_device, non_blocking=True)
+            y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
+        for i, (top, left) in enumerate(items):
+            weight = row_w[top] * col_w[left]
+            if ok is not None:
+                weight = weight * ok[i]
+            rows = slice(top * scale - lo, (top + th) * scale - lo)
+            cols = slice(left * scale, (left + tw) * scale)
+            out[0, :, rows, cols] += y[i] * weight
+            wsum[0, 0, rows, cols] += weight
+
+    def refine_pending() -> None:
+        # Tiles whose reduced-precision output was not finite: merged with weight 0, run again in fp32 now.
+        nonlocal refined
+        if not pending:
+            return
+        finite = torch.cat([ok for _, ok in pending]).cpu().tolist()
+        done = [box for items, _ in pending for box in items]
+        pending.clear()
+        bad = [box for box, good in zip(done, finite, strict=True) if not good]
+        refined += len(bad)
+        for start in range(0, len(bad), batch):
+            items = bad[start : start + batch]
+            patches = torch.cat([x[..., top : top + th, left : left + tw] for top, left in items])
+            merge(forward_whole(loaded, patches.contiguous(), "fp32"), items, None)
+
+    def finish(until: int) -> None:
+        # Output rows [lo, until) are final: send them and move the rest of the band up.
+        nonlocal lo
+        n = until - lo
+        if n <= 0:
+            return
+        for row in range(0, n, SINK_ROWS):
+            rows = slice(row, min(row + SINK_ROWS, n))
+            sink(lo + row, out[:, :, rows] / wsum[:, :, rows])
+        keep = cap - n
+        if keep > 0:
+            out[:, :, :keep] = out[:, :, n:].clone()
+            wsum[:, :, :keep] = wsum[:, :, n:].clone()
+        out[:, :, keep:] = 0
+        wsum[:, :, keep:] = 0
+        lo = until
+
+    for start in range(0, total, batch):
+        items = boxes[start : start + batch]
+        crops = [x[..., top : top + th, left : left + tw] for top, left in items]
+        if full_batches:
+            crops += crops[-1:] * (batch - len(crops))
+        y = forward_whole(loaded, torch.cat(crops).contiguous(), precision)[: len(items)]
+        ok = _finite_per_item(y) if check_finite else None
+        if ok is not None:
+            pending.append((items, ok))
+        merge(y, items, ok)
+        if progress is not None:
+            progress(min(start + batch, total), total)
+        until = boxes[start + batch][0] * scale if start + batch < total else h * scale
+        if until > lo:
+            refine_pending()
+            finish(until)
+    return BandedOutput(h * scale, w * scale, total, refined, cap)

@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from srcli.archs.imresize import imresize
 from srcli.engine.devices import Precision
 from srcli.engine.inference import _ensemble_transforms, forward_whole, optimise_for_inference
-from srcli.engine.tiling import TileProgress, tiled_forward
+from srcli.engine.tiling import SINK_ROWS, BandSink, TileProgress, tiled_forward, tiled_forward_bands
 from srcli.errors import DeviceOutOfMemoryError, UsageError
 from srcli.hub.loading import LoadedModel
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("srcli.engine")
 
@@ -319,3 +324,197 @@ def prepare_for_job(
         loaded = optimise_for_inference(loaded, device, compile=True)
         options = replace(options, full_batches=True, batch=options.batch or default_batch)
     return loaded, options
+
+
+@dataclass
+class BandedResult:
+    """The decisions ``upscale_banded`` took; the rows themselves went to its sink."""
+
+    #: Output size in pixels.
+    height: int
+    width: int
+    precision: Precision
+    #: LR tile side used in the end (``None``: whole image in one pass).
+    tile: int | None
+    overlap: int
+    batch: int
+    tiles: int
+    refined_tiles: int
+    oom_retries: int
+    model_passes: int
+    seconds: float
+    #: Whether the rows were assembled in bands (False: the whole output was made first, then sent as one band).
+    banded: bool
+
+
+def _bandable(options: EngineOptions, passes: int, tile: int | None) -> bool:
+    """True when the output can be assembled in bands: tiled, one model pass, no ensemble, no final resize."""
+    return tile is not None and passes == 1 and not options.self_ensemble and options.outscale is None
+
+
+def upscale_banded(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    sink: BandSink,
+    options: EngineOptions = EngineOptions(),
+    *,
+    progress: TileProgress | None = None,
+) -> BandedResult:
+    """Super-resolve one image ``x`` (1, 3, H, W) in [0, 1] and hand the output to ``sink`` in bands of rows.
+
+    ``sink(first_row, band)`` gets every output row once, top to bottom, at most ``SINK_ROWS`` at a time:
+    ``band`` is (1, 3, rows, sW), float32 on the CPU, clamped to [0, 1], with exactly the values
+    ``upscale_tensor`` returns for those rows (``srcli.engine.tiling.tiled_forward_bands``). With tiles
+    (``--tile auto`` on inputs larger than the model's ``auto_tile`` on the CPU, or a given tile), the merge
+    holds about one tile row of the output rather than the whole float32 image and its weight sum, so a
+    large photo stays in bounded memory. Without tiles, with self-ensemble, or with an ``outscale`` that
+    needs another pass or a resize, the whole output is made as ``upscale_tensor`` makes it and then sent
+    in pieces.
+
+    On out-of-memory the batch, then the tile, is halved as in ``upscale_tensor`` and the image starts
+    again: rows already sent are sent again (a sink that writes into an array is unaffected; one that
+    streams to a file should start the file again when ``first_row`` is 0).
+    """
+    if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise ValueError(f"upscale_banded takes one image (1, 3, H, W), got {tuple(x.shape)}")
+    device = x.device
+    _, _, h, w = x.shape
+    overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
+    if overlap < 0:
+        raise UsageError(f"--tile-overlap must be >= 0, not {overlap}")
+    tile, batch = plan_tile(loaded, h, w, options, device)
+    passes = _passes_for(loaded.scale, options.outscale)
+    if not _bandable(options, passes, tile):
+        result = upscale_tensor(loaded, x, options, progress=progress)
+        image = result.image.cpu()
+        for row in range(0, image.shape[-2], SINK_ROWS):
+            sink(row, image[:, :, row : row + SINK_ROWS])
+        return BandedResult(
+            height=int(image.shape[-2]),
+            width=int(image.shape[-1]),
+            precision=result.precision,
+            tile=result.tile,
+            overlap=result.overlap,
+            batch=result.batch,
+            tiles=result.tiles,
+            refined_tiles=result.refined_tiles,
+            oom_retries=result.oom_retries,
+            model_passes=result.model_passes,
+            seconds=result.seconds,
+            banded=False,
+        )
+
+    def to_sink(row: int, band: torch.Tensor) -> None:
+        sink(row, band.cpu().clamp_(0, 1))
+
+    retries = 0
+    started = time.perf_counter()
+    while True:
+        assert tile is not None
+        out_pixels = h * w * loaded.scale**2
+        free = _free_memory(device)
+        # As upscale_tensor: the merge of an output too large for the accelerator lives in host memory.
+        accumulate_on = torch.device("cpu") if free is not None and out_pixels * 16 > free / 4 else None
+        try:
+            done = tiled_forward_bands(
+                loaded,
+                x,
+                to_sink,
+                tile=tile,
+                overlap=overlap,
+                batch=batch,
+                precision=options.precision,
+                accumulate_on=accumulate_on,
+                progress=progress,
+                full_batches=options.full_batches,
+            )
+            break
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            retries += 1
+            if batch > 1:
+                batch //= 2
+            elif tile // 2 >= MIN_TILE:
+                tile //= 2
+            else:
+                raise DeviceOutOfMemoryError(
+                    f"out of memory on {device} even with {tile}-pixel tiles, one at a time; "
+                    "try --device cpu, --precision bf16 or a smaller model"
+                ) from None
+            log.warning("out of memory on %s: retrying with tile %s, batch %d", device, tile, batch)
+    if done.refined_tiles:
+        log.warning(
+            "%d tile(s) gave non-finite values in %s and were run again in fp32", done.refined_tiles, options.precision
+        )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return BandedResult(
+        height=done.height,
+        width=done.width,
+        precision=options.precision,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        tiles=done.tiles,
+        refined_tiles=done.refined_tiles,
+        oom_retries=retries,
+        model_passes=1,
+        seconds=time.perf_counter() - started,
+        banded=True,
+    )
+
+
+#: Turns a band of output rows, (rows, sW, 3) float32 in [0, 1], into the rows to keep, e.g. uint8 (rows, sW, 3).
+BandFinish = Callable[["np.ndarray"], "np.ndarray"]
+
+
+def upscale_to_array(
+    loaded: LoadedModel,
+    x: torch.Tensor,
+    options: EngineOptions = EngineOptions(),
+    *,
+    bit_depth: int | None = 8,
+    finish: BandFinish | None = None,
+    progress: TileProgress | None = None,
+) -> tuple[np.ndarray, BandedResult]:
+    """Super-resolve one image ``x`` (1, 3, H, W) into a numpy array kept at the file's bit depth.
+
+    Each band of ``upscale_banded`` becomes (rows, sW, 3) float32 (as the image job's ``_to_numpy`` makes the
+    whole output today) and then ``finish(rows)``; the default quantises to ``bit_depth`` (8: uint8, 16:
+    uint16, ``None``: float32 kept) with the image writer's ``srcli.io.imagefile.quantize``, so the array
+    holds exactly the samples the writer would make from ``upscale_tensor``'s float output. The output
+    array takes its trailing shape and dtype from the first finished band. A caller with another last
+    step per pixel (e.g. the luma of a grey source) passes it as ``finish``.
+    """
+    import numpy as np
+
+    if finish is None:
+        if bit_depth is None:
+
+            def finish(rows: np.ndarray) -> np.ndarray:
+                return rows
+        else:
+            from srcli.io.imagefile import quantize
+
+            depth = bit_depth
+
+            def finish(rows: np.ndarray) -> np.ndarray:
+                return quantize(rows, depth)
+
+    target: list[np.ndarray] = []
+    h, w = x.shape[-2:]
+    # The output's height, as upscale_tensor makes it (with an outscale: the final resize's target).
+    height = h * loaded.scale if options.outscale is None else round(h * options.outscale)
+
+    def store(row: int, band: torch.Tensor) -> None:
+        assert finish is not None
+        rows = finish(np.ascontiguousarray(band[0].permute(1, 2, 0).float().numpy()))
+        if not target:
+            target.append(np.empty((height, *rows.shape[1:]), dtype=rows.dtype))
+        target[0][row : row + rows.shape[0]] = rows
+
+    result = upscale_banded(loaded, x, store, options, progress=progress)
+    return target[0], result
