@@ -40,6 +40,13 @@ def _fmt(value: float | None, digits: int = 2, unit: str = "") -> str:
     return f"{value:,.{digits}f}{unit}"
 
 
+def _cpu_support(features: dict[str, Any]) -> str:
+    """``native / no / AVX512-BF16`` from ``CpuFeatures.to_dict()``."""
+    names = [k for k in ("amx_bf16", "avx512_bf16", "avx512f", "arm_bf16") if features.get(k)]
+    native = "native bf16" if features.get("native_bf16") else "no native bf16"
+    return native + (f" ({', '.join(names)})" if names else "")
+
+
 def _render(result: Any) -> None:
     """The measurement as a two-column table."""
     h, w = result.input_size
@@ -61,9 +68,16 @@ def _render(result: Any) -> None:
     table.add_row("GFLOP per output MP", _fmt(result.gflops_per_output_mp, 1))
     table.add_row("achieved TFLOP/s", _fmt(result.tflops, 3))
     if result.peak_fraction is not None:
+        what = "of measured matmul rate" if result.cpu else "of device peak"
         table.add_row(
-            "of device peak",
-            f"{100 * result.peak_fraction:.1f}% of {result.peak_tflops:g} TFLOP/s ({result.precision})",
+            what, f"{100 * result.peak_fraction:.1f}% of {result.peak_tflops:.3g} TFLOP/s ({result.precision})"
+        )
+    if result.cpu:
+        features = result.cpu.get("features") or {}
+        table.add_row("CPU bf16 / AMX / AVX-512", _cpu_support(features))
+        table.add_row(
+            "CPU matmul fp32 / bf16",
+            f"{_fmt(result.cpu.get('fp32_gflops'), 0)} / {_fmt(result.cpu.get('bf16_gflops'), 0)} GFLOP/s",
         )
     table.add_row("parameters", human_count(result.params))
     table.add_row(

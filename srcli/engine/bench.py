@@ -182,6 +182,9 @@ class BenchResult:
     torch_version: str
     #: 1-minute load average of the machine when the timing ended (CPU figures on a shared machine).
     load_average: float | None
+    #: On the CPU: its bf16 / AMX / AVX-512 support and the fp32 and bf16 matrix-product rates measured in about
+    #: a second (``srcli.engine.cpu_features.measure_matmul_rates``), the "peak" the fraction is taken against.
+    cpu: dict[str, Any] | None = None
 
     @property
     def best_mp_per_s(self) -> float:
@@ -500,6 +503,14 @@ def bench_model(
     tflops = counted / latency / 1e12 if counted is not None else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     peak = peak_tflops(device_name, resolved) if device.type == "cuda" else None
+    cpu = None
+    if device.type == "cpu":
+        from srcli.engine.cpu_features import measure_matmul_rates
+
+        # A CPU has no data-sheet table here: its measured matrix-product rate stands for the peak.
+        cpu = measure_matmul_rates(1.0)
+        measured = cpu.get(f"{resolved}_gflops")
+        peak = measured / 1000 if measured else None
     return BenchResult(
         model=spec.name,
         scale=scale,
@@ -530,6 +541,7 @@ def bench_model(
         tflops=tflops,
         peak_tflops=peak,
         peak_fraction=tflops / peak if tflops is not None and peak else None,
+        cpu=cpu,
         finite=finite,
         refined_tiles=int(last["refined"]),
         torch_version=torch.__version__,
