@@ -21,8 +21,6 @@ from srcli.pipeline.outputs import (
     Action,
     OutputClaims,
     OutputJournal,
-    check_output_folder,
-    collision_reason,
     decide_existing,
     job_fingerprint,
 )
@@ -227,11 +225,7 @@ def plan_images(arguments: list[str], options: ImageOptions, *, create_folders: 
         )
         for item in items
     ]
-    collisions = claims.collisions()
-    for index, p in enumerate(planned):
-        sources = collisions.get(p.output.resolve())
-        if sources and p.input in sources:
-            planned[index] = replace(p, action="refuse", reason=collision_reason(sources), replaces=False)
+    planned = claims.refuse_collisions(planned)
     plan = ImagePlan(
         options=options,
         spec=checked.spec,
@@ -240,6 +234,5 @@ def plan_images(arguments: list[str], options: ImageOptions, *, create_folders: 
         journal_root=journal_root,
         fingerprint=fingerprint,
     )
-    for folder in sorted({i.output.parent for i in plan.todo}):
-        check_output_folder(folder, create=create_folders)
+    plan.check_output_folders(create=create_folders)
     return plan

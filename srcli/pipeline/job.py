@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Generic, Literal, Protocol, TypeVar
 
 from srcli.engine.options import RunOptions
-from srcli.pipeline.outputs import Action, OutputJournal
+from srcli.pipeline.outputs import Action, OutputJournal, check_output_folder
 from srcli.registry import ModelSpec
 
 #: Default output name template: the input's stem and the output format's extension.
@@ -60,9 +60,10 @@ class ImageOptions(JobOptions):
 
 
 class PlannedItem(Protocol):
-    """What every planned input has: what the job does with it."""
+    """What every planned input has: what the job does with it, and where its output goes."""
 
     action: Action
+    output: Path
 
 
 OptionsT = TypeVar("OptionsT", bound=JobOptions)
@@ -98,3 +99,8 @@ class JobPlan(Generic[OptionsT, ItemT]):
     def journal(self) -> OutputJournal:
         """The output journal (read fresh from disk)."""
         return OutputJournal(self.journal_root)
+
+    def check_output_folders(self, *, create: bool) -> None:
+        """``check_output_folder`` for every folder the job will write into (``UsageError`` if one cannot be)."""
+        for folder in sorted({i.output.parent for i in self.todo}):
+            check_output_folder(folder, create=create)

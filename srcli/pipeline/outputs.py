@@ -23,7 +23,7 @@ import json
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -158,6 +158,18 @@ class OutputClaims:
     def collisions(self) -> dict[Path, list[Path]]:
         """Outputs claimed by more than one input, with every input that claimed them."""
         return {out: list(srcs) for out, srcs in self._claims.items() if len(srcs) > 1}
+
+    def refuse_collisions(self, planned: list[Any]) -> list[Any]:
+        """``planned`` (frozen items with ``input``, ``output``, ``action``, ``reason``, ``replaces``) with every
+        input of a colliding output refused, the first claimant included."""
+        collisions = self.collisions()
+        result = []
+        for p in planned:
+            sources = collisions.get(p.output.resolve())
+            if sources and p.input in sources:
+                p = replace(p, action="refuse", reason=collision_reason(sources), replaces=False)
+            result.append(p)
+        return result
 
 
 def collision_reason(sources: list[Path]) -> str:

@@ -71,8 +71,6 @@ from srcli.pipeline.outputs import (
     Decision,
     OutputClaims,
     OutputJournal,
-    check_output_folder,
-    collision_reason,
     decide_existing,
     job_fingerprint,
 )
@@ -478,11 +476,7 @@ def plan_video_job(arguments: list[str], options: VideoOptions, *, create_folder
     planned = [
         _plan_one(src, options, single=single, claims=claims, journal=journal, fingerprint=fingerprint) for src in paths
     ]
-    collisions = claims.collisions()
-    for index, p in enumerate(planned):
-        sources = collisions.get(p.output.resolve())
-        if sources and p.input in sources:
-            planned[index] = replace(p, action="refuse", reason=collision_reason(sources), replaces=False)
+    planned = claims.refuse_collisions(planned)
     plan = VideoPlan(
         options=options,
         spec=checked.spec,
@@ -491,8 +485,7 @@ def plan_video_job(arguments: list[str], options: VideoOptions, *, create_folder
         journal_root=journal_root,
         fingerprint=fingerprint,
     )
-    for folder in sorted({i.output.parent for i in plan.todo}):
-        check_output_folder(folder, create=create_folders)
+    plan.check_output_folders(create=create_folders)
     return plan
 
 
