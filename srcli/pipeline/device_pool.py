@@ -557,15 +557,20 @@ class _Pool:
                 handles.append(w.conn)
         return wait(handles) if handles else []
 
-    def receive(self, worker: _Worker) -> list[tuple[Any, ...]]:
-        """Every message ``worker`` has sent so far (after it exited: all it ever sent)."""
-        messages = []
+    def receive(self, worker: _Worker) -> Iterator[tuple[Any, ...]]:
+        """The messages ``worker`` has sent so far (after it exited: all it ever sent), read one at a time.
+
+        One at a time, so that a Ctrl-C raised while one message is handled (by an event callback) leaves the
+        rest in the pipe for the drain that follows, instead of dropping results already read (a written
+        output would then miss its journal line).
+        """
         while not worker.closed and worker.conn.poll():
             try:
-                messages.append(worker.conn.recv())
+                message = worker.conn.recv()
             except (EOFError, OSError):
                 worker.closed = True
-        return messages
+                return
+            yield message
 
     def send(self, worker: _Worker, message: tuple[Any, ...]) -> bool:
         try:
