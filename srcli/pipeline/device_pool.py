@@ -621,13 +621,9 @@ def run_job_on_devices(
         raise UsageError("--devices: no device given")
     events = events or JobEvents()
     options = plan.options
-    report = PoolReport.for_plan(plan, "devices")
-    reports = dict(enumerate(report.files))
-    to_run = {id(item) for item in plan.to_run}  # none with --fail-fast when a file was refused at planning
-    todo = [i for i, item in enumerate(plan.items) if id(item) in to_run]
+    report, reports, todo = start_pool_job(plan, "devices")
     if not todo:
         return finish_without_work(plan, report, events)
-    remove_stale_temp_files(tuple(plan.items[i] for i in todo))
     journal = plan.journal()
     queue: deque[int] = deque(sorted(todo, key=lambda i: -plan.items[i].pixels))
     attempts = dict.fromkeys(todo, 0)
@@ -809,6 +805,17 @@ def run_job_on_devices(
         pool.kill_all()
     close_report(report, started, until)
     return report
+
+
+def start_pool_job(plan: ImagePlan, executor: str) -> tuple[PoolReport, dict[int, FileReport], list[int]]:
+    """What every executor of an image plan starts with: the report, each item's file report by index, and the
+    indices to run (none with --fail-fast when a file was refused at planning), their stale temporary files
+    removed."""
+    report = PoolReport.for_plan(plan, executor)
+    to_run = {id(item) for item in plan.to_run}
+    todo = [i for i, item in enumerate(plan.items) if id(item) in to_run]
+    remove_stale_temp_files(tuple(plan.items[i] for i in todo))
+    return report, dict(enumerate(report.files)), todo
 
 
 def finish_without_work(plan: ImagePlan, report: PoolReport, events: JobEvents) -> PoolReport:

@@ -45,6 +45,7 @@ from srcli.pipeline.device_pool import (
     finish_without_work,
     gave_up_message,
     picklable_error,
+    start_pool_job,
 )
 from srcli.pipeline.image_plan import ImagePlan, PlannedImage
 from srcli.pipeline.images import JobEvents, remove_stale_temp_files
@@ -171,13 +172,9 @@ def run_job_on_ray(
 
     events = events or JobEvents()
     options = plan.options
-    report = PoolReport.for_plan(plan, "ray")
-    reports = dict(enumerate(report.files))
-    to_run = {id(item) for item in plan.to_run}  # none with --fail-fast when a file was refused at planning
-    todo = [i for i, item in enumerate(plan.items) if id(item) in to_run]
+    report, reports, todo = start_pool_job(plan, "ray")
     if not todo:
         return finish_without_work(plan, report, events)
-    remove_stale_temp_files(tuple(plan.items[i] for i in todo))
     journal = plan.journal()
     owns_ray = connect_ray(ray, address, num_cpus)
     actors: dict[int, _Actor] = {}
