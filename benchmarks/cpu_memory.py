@@ -10,8 +10,8 @@ Usage::
 **evals**: one ``srcli.evaluate`` run (fp32, the papers' whole-image protocol, what ``srcli eval`` runs) per
 (evaluation, remedy) in a child process that applies the remedy first, as the CLI does. ``default`` is glibc's
 own behaviour (``SRCLI_MALLOC_TUNING=0``); ``keep`` (before issue 19), ``trim``, ``bounded`` (the default) and
-``bounded-256`` are the policies of ``srcli.engine.host_memory``; a ``+sepssim`` suffix also swaps the
-scorer's SSIM filter for a separable one (see ``_SEPARABLE_SSIM``); ``jemalloc`` / ``tcmalloc`` preload
+``bounded-256`` are the policies of ``srcli.engine.host_memory``; a ``+2dssim`` suffix swaps the scorer's
+separable SSIM filter for the earlier 2-D one (see ``_FULL_WINDOW_SSIM``); ``jemalloc`` / ``tcmalloc`` preload
 the system's library where one is installed (no wheel of either can be pinned: reported
 for comparison only). Each child reports its peak resident memory (``getrusage`` ``ru_maxrss``), the time of
 the evaluation, and after each image the heap's size, its live and free bytes (glibc ``mallinfo2``) and the
@@ -68,23 +68,24 @@ def heap():
     return row
 """
 
-#: ``+sepssim`` remedies: SSIM's 11 x 11 Gaussian filtering as two 1-D passes (the window is the outer product of
-#: one normalised 1-D Gaussian), so the scorer's float64 convolution needs an 11-column buffer instead of a
-#: 121-column one (366 MB for a 716 x 572 Y plane, five per image): a test of whether the scorer's large blocks,
-#: rather than the model's, are what the heap keeps. Same moments, float64; SSIM agrees to about 1e-12.
-_SEPARABLE_SSIM = r"""
+#: ``+2dssim`` remedies: the scorer's SSIM as it was before issue 19, filtering by the 11 x 11 window in one 2-D
+#: convolution, whose float64 unfolding buffer is 121 columns wide (366 MB for a 716 x 572 Y plane, five per
+#: image) where the separable filter of ``srcli.eval.metrics.ssim_maps`` needs 11: the blocks that made the
+#: heap grow. Same moments, float64; SSIM agrees to about 1e-12.
+_FULL_WINDOW_SSIM = r"""
+import torch
 import torch.nn.functional as F
 import srcli.eval.metrics as metrics
 import srcli.eval.protocol as protocol
 
-def separable_ssim(a, b, peak=255.0):
+def full_window_ssim(a, b, peak=255.0):
     a, b = metrics._check_pair(a, b)
     c1, c2 = (metrics._SSIM_K1 * peak) ** 2, (metrics._SSIM_K2 * peak) ** 2
-    g = metrics._gaussian_window(a.device)[0, 0].sum(dim=1)
-    col, row = g.view(1, 1, -1, 1), g.view(1, 1, 1, -1)
+    g = metrics.gaussian_taps(a.device)
+    win = torch.outer(g, g)[None, None]
     x, y = a[None, None], b[None, None]
     def filt(t):
-        return F.conv2d(F.conv2d(t, col), row)
+        return F.conv2d(t, win)
     mu1, mu2 = filt(x), filt(y)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     sigma1_sq, sigma2_sq, sigma12 = filt(x * x) - mu1_sq, filt(y * y) - mu2_sq, filt(x * y) - mu12
@@ -92,7 +93,7 @@ def separable_ssim(a, b, peak=255.0):
     den = (mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2)
     return (num / den).mean().item()
 
-protocol.ssim = separable_ssim
+protocol.ssim = full_window_ssim
 """
 
 _EVAL = (
@@ -102,8 +103,8 @@ import json, os, sys, time
 from srcli.engine.host_memory import keep_freed_memory
 applied = keep_freed_memory()
 import torch
-if os.environ.get("BENCH_SEPARABLE_SSIM") == "1":
-    exec(SEPARABLE)
+if os.environ.get("BENCH_FULL_WINDOW_SSIM") == "1":
+    exec(FULL_WINDOW)
 model, scale, data, weights, threads = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] or None, int(sys.argv[5])
 torch.set_num_threads(threads)
 from srcli.eval.runner import evaluate
@@ -120,7 +121,7 @@ cpu = {k: end[k] - start[k] for k in ("user_s", "system_s", "minor_faults")}
 print(json.dumps({"applied": applied, "seconds": seconds, "cpu_s": cpu["user_s"] + cpu["system_s"], "eval": cpu,
                   "psnr": result.psnr, "ssim": result.ssim, "images": images, **end}))
 """
-).replace("exec(SEPARABLE)", f"exec({_SEPARABLE_SSIM!r})")
+).replace("exec(FULL_WINDOW)", f"exec({_FULL_WINDOW_SSIM!r})")
 
 _PHOTO = (
     _HEAP
@@ -173,14 +174,14 @@ def find_library(names: tuple[str, ...]) -> str | None:
 
 
 def remedy_env(remedy: str) -> dict[str, str] | None:
-    """The child's environment for ``remedy`` (``None``: not available here); a ``+sepssim`` suffix also swaps
-    the scorer's SSIM filtering for the separable one (evaluations only)."""
+    """The child's environment for ``remedy`` (``None``: not available here); a ``+2dssim`` suffix also swaps
+    the scorer's separable SSIM filtering for the earlier 2-D one (evaluations only)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("LD_PRELOAD", None)
-    env.pop("BENCH_SEPARABLE_SSIM", None)
+    env.pop("BENCH_FULL_WINDOW_SSIM", None)
     remedy, _, extra = remedy.partition("+")
-    if extra == "sepssim":
-        env["BENCH_SEPARABLE_SSIM"] = "1"
+    if extra == "2dssim":
+        env["BENCH_FULL_WINDOW_SSIM"] = "1"
     if remedy == "default":
         env["SRCLI_MALLOC_TUNING"] = "0"
     elif remedy in PRELOADS:
@@ -214,14 +215,14 @@ def summarise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]
         }
     base = table.get("default")
     keep = table.get("keep")
-    # Remedies that change the scorer are compared with glibc's default under the same scorer.
-    base_sep = table.get("default+sepssim", base)
-    for row in table.values():
+    for remedy, row in table.items():
         if base:
             row["peak_vs_default"] = row["peak_mb"] / base["peak_mb"]
             row["speedup_vs_default"] = base["seconds"] / row["seconds"]
-        if base_sep:
-            row["peak_vs_default_same_scorer"] = row["peak_mb"] / base_sep["peak_mb"]
+        # A remedy that changes the scorer is also compared with glibc's default under the same scorer.
+        same_scorer = table.get("default+2dssim" if remedy.endswith("+2dssim") else "default")
+        if same_scorer:
+            row["peak_vs_default_same_scorer"] = row["peak_mb"] / same_scorer["peak_mb"]
         for key in ("seconds", "cpu_s"):
             if base and keep and base[key] > keep[key]:
                 # Share of keep's saving over glibc's default (wall time, CPU time) that this remedy keeps.
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--evals", default="rlfn:2:Set14,rlfn:4:Set14", help="model:scale:dataset, comma-separated")
     ev.add_argument(
         "--remedies",
-        default="default,keep,trim,bounded,bounded-256,default+sepssim,keep+sepssim,bounded+sepssim,jemalloc,tcmalloc",
+        default="default,keep,trim,bounded,bounded-256,default+2dssim,keep+2dssim,bounded+2dssim,jemalloc,tcmalloc",
     )
     ph = sub.add_parser("photo", help="a large photo x4 with the default model")
     ph.add_argument("--size", default="3000x2000")

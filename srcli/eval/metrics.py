@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["crop_border", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["crop_border", "gaussian_taps", "psnr", "rgb_to_y", "ssim", "ssim_maps"]
 
 _SSIM_WIN = 11
 _SSIM_SIGMA = 1.5
@@ -77,13 +77,38 @@ def psnr(a: torch.Tensor, b: torch.Tensor, peak: float = 255.0) -> float:
     return 10.0 * math.log10(peak * peak / mse)
 
 
-def _gaussian_window(device: torch.device) -> torch.Tensor:
-    """MATLAB ``fspecial('gaussian', 11, 1.5)`` as a (1, 1, 11, 11) float64 conv weight."""
+def gaussian_taps(device: torch.device) -> torch.Tensor:
+    """The 1-D factor of MATLAB ``fspecial('gaussian', 11, 1.5)``: 11 float64 taps summing to 1.
+
+    The 2-D window is the outer product of this factor with itself, so filtering by it along
+    columns then rows equals the 2-D ``filter2``, with an 11-wide unfolding buffer instead of a
+    121-wide one (the blocks that made the evaluation's heap grow with image size).
+    """
     r = (_SSIM_WIN - 1) / 2
     t = torch.arange(_SSIM_WIN, dtype=torch.float64, device=device) - r
     g = torch.exp(-(t * t) / (2 * _SSIM_SIGMA**2))
-    win = torch.outer(g, g)  # the 2-D Gaussian is separable, so this equals exp(-(x^2+y^2)/2s^2)
-    return (win / win.sum()).view(1, 1, _SSIM_WIN, _SSIM_WIN)
+    return g / g.sum()
+
+
+def ssim_maps(a: torch.Tensor, b: torch.Tensor, peak: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SSIM and contrast-structure maps of (N, 1, H, W) float64 images, as ``ssim_index.m`` makes them.
+
+    K1 = 0.01, K2 = 0.03, ``C = (K * peak)^2``; moments as the MATLAB code computes them
+    (``E[x^2] - mu^2``, not a centred second pass), with 'valid' filtering (no padding), so each
+    map is (N, H - 10, W - 10). MS-SSIM (``ssim_index_new.m``) needs the second map too.
+    """
+    g = gaussian_taps(a.device)
+    n = a.shape[0]
+    # The five moment images filtered at once: by columns, then by rows.
+    stack = torch.cat([a, b, a * a, b * b, a * b], dim=1).flatten(0, 1)[:, None]
+    stack = F.conv2d(F.conv2d(stack, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+    mu1, mu2, e11, e22, e12 = stack.view(n, 5, *stack.shape[-2:]).unbind(dim=1)
+    c1 = (_SSIM_K1 * peak) ** 2
+    c2 = (_SSIM_K2 * peak) ** 2
+    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    cs_map = (2 * (e12 - mu12) + c2) / ((e11 - mu1_sq) + (e22 - mu2_sq) + c2)
+    ssim_map = (2 * mu12 + c1) / (mu1_sq + mu2_sq + c1) * cs_map
+    return ssim_map, cs_map
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor, peak: float = 255.0) -> float:
@@ -98,21 +123,4 @@ def ssim(a: torch.Tensor, b: torch.Tensor, peak: float = 255.0) -> float:
         raise ValueError(f"ssim needs single-channel (H, W) images, got shape {tuple(a.shape)}")
     if a.shape[0] < _SSIM_WIN or a.shape[1] < _SSIM_WIN:
         raise ValueError(f"ssim needs images of at least {_SSIM_WIN}x{_SSIM_WIN}, got {tuple(a.shape)}")
-    c1 = (_SSIM_K1 * peak) ** 2
-    c2 = (_SSIM_K2 * peak) ** 2
-    win = _gaussian_window(a.device)
-    x = a[None, None]
-    y = b[None, None]
-
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, win)  # no padding: MATLAB filter2(..., 'valid')
-
-    mu1, mu2 = filt(x), filt(y)
-    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    # Moments as ssim_index.m computes them (E[x^2] - mu^2), not a centred second pass.
-    sigma1_sq = filt(x * x) - mu1_sq
-    sigma2_sq = filt(y * y) - mu2_sq
-    sigma12 = filt(x * y) - mu12
-    num = (2 * mu12 + c1) * (2 * sigma12 + c2)
-    den = (mu1_sq + mu2_sq + c1) * (sigma1_sq + sigma2_sq + c2)
-    return (num / den).mean().item()
+    return ssim_maps(a[None, None], b[None, None], peak)[0].mean().item()

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from srcli.eval.metrics import _SSIM_K1, _SSIM_K2, _SSIM_WIN, _gaussian_window, crop_border, rgb_to_y
+from srcli.eval.metrics import _SSIM_WIN, crop_border, rgb_to_y, ssim_maps
 from srcli.eval.protocol import to_uint8_levels
 
 __all__ = ["QUALITY_METRICS", "fsim", "fsimc", "gmsd", "ms_ssim", "quality_scores"]
@@ -324,20 +324,7 @@ def fsimc(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _ssim_and_cs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``ssim_index_new.m``: mean SSIM and mean contrast-structure of (N, 1, H, W), 'valid' filtering."""
-    # The 11x11 Gaussian is separable: filter the five moment images at once, by rows then columns.
-    g = _gaussian_window(a.device).sum(dim=-1).flatten()  # 1-D factor (its row sums), sums to 1
-    n = a.shape[0]
-    stack = torch.cat([a, b, a * a, b * b, a * b], dim=1).flatten(0, 1)[:, None]
-    stack = F.conv2d(F.conv2d(stack, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
-    stack = stack.view(n, 5, *stack.shape[-2:])
-    mu1, mu2, e11, e22, e12 = stack.unbind(dim=1)
-    c1 = (_SSIM_K1 * _MS_SSIM_PEAK) ** 2
-    c2 = (_SSIM_K2 * _MS_SSIM_PEAK) ** 2
-    mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    # Moments as ssim_index_new.m computes them (E[x^2] - mu^2).
-    sigma1_sq, sigma2_sq, sigma12 = e11 - mu1_sq, e22 - mu2_sq, e12 - mu12
-    cs_map = (2 * sigma12 + c2) / (sigma1_sq + sigma2_sq + c2)
-    ssim_map = (2 * mu12 + c1) / (mu1_sq + mu2_sq + c1) * cs_map
+    ssim_map, cs_map = ssim_maps(a, b, _MS_SSIM_PEAK)
     return ssim_map.flatten(1).mean(dim=1), cs_map.flatten(1).mean(dim=1)
 
 
