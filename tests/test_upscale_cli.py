@@ -313,3 +313,60 @@ def test_library_api_is_thread_safe(shared_dir: Path) -> None:
     torch.set_num_threads(threads_before)
     for i in range(4):
         assert torch.allclose(results[i], expected[i], atol=1e-6)
+
+
+def _writer_samples(loaded, rgb: np.ndarray, options, depth: int, grey: bool = False) -> np.ndarray:
+    """What the image job wrote before issue 19: the whole float32 output, then the writer's quantisation."""
+    from srcli.engine.upscale import upscale_tensor
+    from srcli.io.imagefile import luma, quantize
+
+    x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    out = np.ascontiguousarray(upscale_tensor(loaded, x, options).image[0].permute(1, 2, 0).numpy())
+    return quantize(luma(out) if grey else out, depth)
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "grey16", "rgba-model"])
+def test_tiled_job_writes_the_same_samples_as_the_whole_float_output(tmp_path: Path, capsys, kind: str) -> None:
+    """The image job assembles tiled outputs in bands kept at the file's depth (issue 19); the pixels it writes
+    are those of the whole float32 output quantised by the writer, for colour, 16-bit grey and model-run alpha."""
+    from srcli.engine.options import RunOptions, check_run, resolve_run
+    from srcli.engine.upscale import prepare_for_job
+    from srcli.io.imagefile import fill_transparent
+
+    rng = np.random.default_rng(3)
+    smooth = _gradient(72, 90)
+    src = tmp_path / "in.png"
+    if kind == "rgb8":
+        Image.fromarray(np.clip(smooth + rng.normal(0, 9, smooth.shape), 0, 255).astype(np.uint8)).save(src)
+    elif kind == "grey16":
+        plane = (smooth[..., 0] * 200 + rng.integers(0, 400, smooth.shape[:2])).astype(np.uint16)
+        Image.fromarray(plane).save(src)
+    else:
+        alpha = np.where(smooth[..., 1] > 100, 255, smooth[..., 0]).astype(np.uint8)
+        Image.fromarray(np.dstack([smooth.astype(np.uint8), alpha]), "RGBA").save(src)
+    out = tmp_path / "out.png"
+    args = [str(src), "-o", str(out), "-m", "survey-net", "-s", "2", "--tile", "32", "--device", "cpu"]
+    code, report, err = upscale(
+        capsys, *args, "--precision", "fp32", *(["--alpha", "model"] if kind == "rgba-model" else [])
+    )
+    assert code == 0 and report["done"] == 1, err
+    assert report["files"][0]["tiles"] > 1  # tiled, so assembled in bands
+
+    decoded = read_image(src)
+    frame = decoded.frames[0]
+    # The model and engine options as the job sets them up (the overlap, for one, is reduced to fit the tile).
+    resolved = resolve_run(check_run(RunOptions(model="survey-net", scale=2, tile=32, device="cpu", precision="fp32")))
+    loaded, options = prepare_for_job(resolved.load(), resolved.device, resolved.engine)
+    written = np.asarray(Image.open(out))
+    if kind == "rgb8":
+        np.testing.assert_array_equal(written, _writer_samples(loaded, frame.rgb, options, 8))
+    elif kind == "grey16":
+        assert decoded.grey and decoded.bit_depth == 16 and written.dtype.kind in "iu"
+        expected = _writer_samples(loaded, frame.rgb, options, 16, grey=True)
+        np.testing.assert_array_equal(written.astype(np.int64), expected.astype(np.int64))
+    else:
+        colour = _writer_samples(loaded, fill_transparent(frame.rgb, frame.alpha), options, 8)
+        a3 = np.repeat(frame.alpha[..., None], 3, axis=2)
+        alpha_mean = _writer_samples(loaded, a3, options, 8, grey=True)  # the mean of the three channels
+        np.testing.assert_array_equal(written[..., :3], colour)
+        np.testing.assert_array_equal(written[..., 3], alpha_mean)

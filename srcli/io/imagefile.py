@@ -74,9 +74,13 @@ _PILLOW_LIMIT_LOCK = threading.RLock()
 
 @dataclass
 class Frame:
-    """One picture: straight colour and an optional alpha plane, both float32 in [0, 1]."""
+    """One picture: straight colour and an optional alpha plane.
 
-    rgb: np.ndarray  # (H, W, 3)
+    Decoded frames are float32 in [0, 1] with colour (H, W, 3). Result frames may already be at the file's
+    bit depth (uint8 / uint16), and a grey result's colour may be one (H, W) plane; the writer takes all of these.
+    """
+
+    rgb: np.ndarray  # (H, W, 3), or (H, W) for a grey result
     alpha: np.ndarray | None  # (H, W)
     duration_ms: int | None = None  # animated frames only
 

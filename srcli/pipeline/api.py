@@ -75,19 +75,14 @@ def _array_to_frame(array: np.ndarray) -> tuple[Any, bool, Any]:
     return Frame(rgb=np.ascontiguousarray(colour), alpha=alpha, duration_ms=None), grey, dtype
 
 
-def _frame_to_array(frame: Any, grey: bool, dtype: Any) -> np.ndarray:
+def _frame_to_array(frame: Any) -> np.ndarray:
+    """A result frame (kept at the caller's depth by ``_process_frame``) as one array: (H, W) or (H, W, C)."""
     import numpy as np
 
-    colour = frame.rgb[..., :1] if grey else frame.rgb
+    colour = frame.rgb[..., None] if frame.rgb.ndim == 2 else frame.rgb
     parts = [colour] + ([frame.alpha[..., None]] if frame.alpha is not None else [])
     out = np.concatenate(parts, axis=2) if len(parts) > 1 else colour
-    if out.shape[2] == 1:
-        out = out[..., 0]
-    if dtype == np.uint8:
-        return np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.clip(np.round(out * 65535.0), 0, 65535).astype(np.uint16)
-    return out.astype(dtype)
+    return out[..., 0] if out.shape[2] == 1 else out
 
 
 def upscale(
@@ -171,16 +166,12 @@ def upscale(
 
     def run_array(array: np.ndarray) -> np.ndarray:
         frame, grey, dtype = _array_to_frame(array)
+        depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(np.dtype(dtype))
         result = _process_frame(
-            loaded,
-            frame,
-            grey=grey,
-            alpha_mode=alpha,
-            engine=engine,
-            device=run_device,
-            tiles=None,  # type: ignore[arg-type]
+            loaded, frame, grey=grey, alpha_mode=alpha, engine=engine, device=run_device, tiles=None, bit_depth=depth
         )
-        return _frame_to_array(result.frame, grey, dtype)
+        out = _frame_to_array(result.frame)
+        return out if depth is not None else out.astype(dtype)
 
     if isinstance(image, np.ndarray):
         return run_array(image)
@@ -208,7 +199,8 @@ def upscale(
             alpha_mode=alpha,
             engine=engine,
             device=run_device,
-            tiles=None,  # type: ignore[arg-type]
+            tiles=None,
+            bit_depth=decoded.bit_depth,
         )
-        return _frame_to_array(result.frame, decoded.grey, np.uint16 if decoded.bit_depth == 16 else np.uint8)
+        return _frame_to_array(result.frame)
     raise UsageError(f"cannot upscale a {type(image).__name__}: pass a tensor, array, Pillow image or path")

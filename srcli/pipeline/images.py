@@ -152,13 +152,6 @@ def _to_tensor(array: np.ndarray, device: Any) -> Any:
     return t.to(device)
 
 
-def _to_numpy(t: Any) -> np.ndarray:
-    """(1, C, H, W) tensor -> (H, W, C) float32 numpy on the CPU."""
-    import numpy as np
-
-    return np.ascontiguousarray(t[0].permute(1, 2, 0).float().cpu().numpy())
-
-
 @dataclass
 class _FrameResult:
     frame: Frame
@@ -178,12 +171,22 @@ def _process_frame(
     engine: EngineOptions,
     device: Any,
     tiles: Callable[[int, int], None] | None,
+    bit_depth: int | None,
 ) -> _FrameResult:
-    """Super-resolve one frame: colour through the model, alpha as ``alpha_mode`` says, grey back to luma."""
+    """Super-resolve one frame: colour through the model, alpha as ``alpha_mode`` says, grey back to luma.
+
+    The result is kept at ``bit_depth`` (8: uint8, 16: uint16, with the writer's own ``quantize``; ``None``:
+    float32 in [0, 1]) and assembled in bands of rows (``upscale_to_array``), so a large photo never holds
+    its whole float32 output: the samples are exactly those the writer would make from the float output.
+    A grey source gives one (H, W) plane, the mean of the model's three channels (``luma``).
+    """
     import numpy as np
 
-    from srcli.engine.upscale import upscale_tensor
-    from srcli.io.imagefile import Frame, fill_transparent, luma, resize_alpha
+    from srcli.engine.upscale import upscale_to_array
+    from srcli.io.imagefile import Frame, fill_transparent, luma, quantize, resize_alpha
+
+    def at_depth(values: np.ndarray) -> np.ndarray:
+        return values if bit_depth is None else quantize(values, bit_depth)
 
     rgb = frame.rgb
     alpha = frame.alpha if alpha_mode != "drop" else None
@@ -191,24 +194,27 @@ def _process_frame(
         # Colour under transparent pixels is arbitrary (often black): extend the visible colour
         # into it so the model does not smear a dark fringe across the edges.
         rgb = fill_transparent(rgb, alpha)
-    result = upscale_tensor(
-        loaded, _to_tensor(np.ascontiguousarray(rgb, dtype=np.float32), device), engine, progress=tiles
+    out_rgb, result = upscale_to_array(
+        loaded,
+        _to_tensor(np.ascontiguousarray(rgb, dtype=np.float32), device),
+        engine,
+        finish=(lambda rows: at_depth(luma(rows))) if grey else at_depth,
+        progress=tiles,
     )
-    out_rgb = _to_numpy(result.image)
     seconds, retries = result.seconds, result.oom_retries
     out_alpha = None
     if alpha is not None:
         out_h, out_w = out_rgb.shape[:2]
         if alpha_mode == "model":
             a3 = np.repeat(alpha[..., None], 3, axis=2).astype(np.float32)
-            res_a = upscale_tensor(loaded, _to_tensor(a3, device), engine)
-            out_alpha = _to_numpy(res_a.image).mean(axis=2)
+            plane, res_a = upscale_to_array(
+                loaded, _to_tensor(a3, device), engine, finish=lambda rows: rows.mean(axis=2)
+            )
             seconds += res_a.seconds
             retries += res_a.oom_retries
         else:
-            out_alpha = resize_alpha(alpha, (out_w, out_h))
-    if grey:
-        out_rgb = np.repeat(luma(out_rgb)[..., None], 3, axis=2)
+            plane = resize_alpha(alpha, (out_w, out_h))
+        out_alpha = at_depth(plane)
     return _FrameResult(
         frame=Frame(rgb=out_rgb, alpha=out_alpha, duration_ms=frame.duration_ms),
         seconds=seconds,
@@ -402,7 +408,14 @@ def upscale_frames(
     frames: list[Frame] = []
     for frame in decoded.frames:
         fr = _process_frame(
-            loaded, frame, grey=decoded.grey, alpha_mode=alpha, engine=engine, device=device, tiles=tiles
+            loaded,
+            frame,
+            grey=decoded.grey,
+            alpha_mode=alpha,
+            engine=engine,
+            device=device,
+            tiles=tiles,
+            bit_depth=decoded.bit_depth,
         )
         frames.append(fr.frame)
         rep.model_seconds += fr.seconds
