@@ -76,6 +76,14 @@ def _finite_per_item(y: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(y).flatten(1).all(dim=1)
 
 
+def _forward_one(loaded: LoadedModel, x: torch.Tensor, precision: Precision) -> tuple[torch.Tensor, int]:
+    """The whole of ``x`` in one pass, again in fp32 if reduced precision gave non-finite output: (y, refined)."""
+    y = forward_whole(loaded, x, precision)
+    if precision != "fp32" and not bool(torch.isfinite(y).all()):
+        return forward_whole(loaded, x, "fp32"), 1
+    return y, 0
+
+
 def tiled_forward(
     loaded: LoadedModel,
     x: torch.Tensor,
@@ -95,73 +103,36 @@ def tiled_forward(
     input's device; the CPU for outputs too large for the accelerator). ``full_batches`` fills a short
     last batch up to ``batch`` by repeating its last tile, so every forward pass has the same shape (a
     compiled model then compiles once per tile size); the extra outputs are dropped.
+
+    The merge is ``tiled_forward_bands``'s; its finished rows are gathered here into one tensor.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"tiled_forward takes one image (1, C, H, W), got {tuple(x.shape)}")
-    scale = loaded.scale
     _, c, h, w = x.shape
-    th, tw = min(tile, h), min(tile, w)
-    tops, lefts = spread_starts(h, th, overlap), spread_starts(w, tw, overlap)
-    boxes = [(top, left) for top in tops for left in lefts]
-    total = len(boxes)
-
-    if total == 1:
-        y = forward_whole(loaded, x, precision)
-        refined = 0
-        if precision != "fp32" and not bool(torch.isfinite(y).all()):
-            y, refined = forward_whole(loaded, x, "fp32"), 1
+    if tile >= h and tile >= w:
+        y, refined = _forward_one(loaded, x, precision)  # one tile: no merge, no copy
         if progress is not None:
             progress(1, 1)
         return TiledOutput(y, 1, refined)
+    scale = loaded.scale
+    out = torch.empty(1, c, h * scale, w * scale, dtype=torch.float32, device=accumulate_on or x.device)
 
-    acc_device = accumulate_on or x.device
-    out = torch.zeros(1, c, h * scale, w * scale, dtype=torch.float32, device=acc_device)
-    wsum = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=acc_device)
-    ramp = overlap * scale
-    # One weight per distinct (top, left) edge situation: at most 9, built once.
-    row_w = {top: feather_ramp(th * scale, ramp, top > 0, top + th < h, acc_device).view(-1, 1) for top in tops}
-    col_w = {left: feather_ramp(tw * scale, ramp, left > 0, left + tw < w, acc_device).view(1, -1) for left in lefts}
-    checks: list[torch.Tensor] = []
+    def gather(row: int, band: torch.Tensor) -> None:
+        out[:, :, row : row + band.shape[-2]] = band
 
-    def merge(y: torch.Tensor, items: list[tuple[int, int]], ok: torch.Tensor | None) -> None:
-        y = y.to(acc_device, non_blocking=True)
-        if ok is not None:
-            ok = ok.to(acc_device, non_blocking=True)
-            y = torch.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
-        for i, (top, left) in enumerate(items):
-            weight = row_w[top] * col_w[left]
-            if ok is not None:
-                weight = weight * ok[i]
-            rows = slice(top * scale, (top + th) * scale)
-            cols = slice(left * scale, (left + tw) * scale)
-            out[0, :, rows, cols] += y[i] * weight
-            wsum[0, 0, rows, cols] += weight
-
-    check_finite = precision != "fp32"
-    for start in range(0, total, batch):
-        items = boxes[start : start + batch]
-        crops = [x[..., top : top + th, left : left + tw] for top, left in items]
-        if full_batches:
-            crops += crops[-1:] * (batch - len(crops))
-        y = forward_whole(loaded, torch.cat(crops).contiguous(), precision)[: len(items)]
-        ok = _finite_per_item(y) if check_finite else None
-        if ok is not None:
-            checks.append(ok)
-        merge(y, items, ok)
-        if progress is not None:
-            progress(min(start + batch, total), total)
-
-    refined = 0
-    if checks:
-        # One synchronisation per image, after the loop.
-        finite = torch.cat(checks).cpu().tolist()
-        bad = [box for box, good in zip(boxes, finite, strict=True) if not good]
-        refined = len(bad)
-        for start in range(0, len(bad), batch):
-            items = bad[start : start + batch]
-            patches = torch.cat([x[..., top : top + th, left : left + tw] for top, left in items])
-            merge(forward_whole(loaded, patches.contiguous(), "fp32"), items, None)
-    return TiledOutput(out / wsum, total, refined)
+    done = tiled_forward_bands(
+        loaded,
+        x,
+        gather,
+        tile=tile,
+        overlap=overlap,
+        batch=batch,
+        precision=precision,
+        accumulate_on=accumulate_on,
+        progress=progress,
+        full_batches=full_batches,
+    )
+    return TiledOutput(out, done.tiles, done.refined_tiles)
 
 
 #: Receives finished output rows, top to bottom, each row once: (first output row, band (1, C, rows, sW)).
@@ -205,19 +176,19 @@ def tiled_forward_bands(
     progress: TileProgress | None = None,
     full_batches: bool = False,
 ) -> BandedOutput:
-    """``tiled_forward`` that hands the merged output to ``sink`` in bands of rows instead of returning it.
+    """Super-resolve one image ``x`` (1, C, H, W) tile by tile, handing the merged output to ``sink`` in bands of rows.
 
-    The tiles, their batches, the feathered weights and the order in which each output pixel sums its
-    tiles are those of ``tiled_forward``, so the rows are the same floats (bit for bit, in any precision).
+    Tiles, batches and options are ``tiled_forward``'s (which gathers these bands into one tensor). Each
+    output pixel sums its tiles' feathered outputs in the order the tiles run, then divides by the weight sum,
+    so the rows are the floats a merge into one whole-image canvas gives, bit for bit, in any precision.
     The merge holds only the rows that tiles still to run can touch: after each batch, the rows above the
     next tile's top are final, divided by their weight sum and sent to ``sink`` in pieces of at most
     ``SINK_ROWS`` rows (not clamped, float32, on ``accumulate_on``); the band buffer is then about one
     tile row of the output instead of the whole image (plus its weight sum).
 
     In reduced precision, the tiles of a band are checked for non-finite output before the band is
-    finished (one host-device synchronisation per band, not one per image) and re-run in fp32 at once:
-    the pixels of such tiles may then differ from ``tiled_forward``'s by float rounding (another order of
-    summation); all others are identical.
+    finished (one host-device synchronisation per band) and those that are not finite are merged with
+    weight 0 and re-run in fp32 at once, before the band is finished.
     """
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f"tiled_forward_bands takes one image (1, C, H, W), got {tuple(x.shape)}")
@@ -229,10 +200,7 @@ def tiled_forward_bands(
     total = len(boxes)
 
     if total == 1:
-        y = forward_whole(loaded, x, precision)
-        refined = 0
-        if precision != "fp32" and not bool(torch.isfinite(y).all()):
-            y, refined = forward_whole(loaded, x, "fp32"), 1
+        y, refined = _forward_one(loaded, x, precision)
         if progress is not None:
             progress(1, 1)
         y = y.to(accumulate_on or x.device)
@@ -254,7 +222,7 @@ def tiled_forward_bands(
     refined = 0
 
     def merge(y: torch.Tensor, items: list[tuple[int, int]], ok: torch.Tensor | None) -> None:
-        # As tiled_forward's merge, at rows relative to the band.
+        # Rows relative to the band.
         y = y.to(acc_device, non_blocking=True)
         if ok is not None:
             ok = ok.to(acc_device, non_blocking=True)
