@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,10 +59,9 @@ class EngineOptions:
 
 
 @dataclass
-class UpscaleResult:
-    """The output and the decisions taken to produce it."""
+class UpscaleDecisions:
+    """The decisions taken to super-resolve one image, and the time it took."""
 
-    image: torch.Tensor
     precision: Precision
     #: LR tile side used in the end (``None``: whole image in one pass).
     tile: int | None
@@ -73,6 +72,13 @@ class UpscaleResult:
     oom_retries: int
     model_passes: int
     seconds: float
+
+
+@dataclass
+class UpscaleResult(UpscaleDecisions):
+    """The output of ``upscale_tensor`` and the decisions taken to produce it."""
+
+    image: torch.Tensor
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -327,22 +333,12 @@ def prepare_for_job(
 
 
 @dataclass
-class BandedResult:
+class BandedResult(UpscaleDecisions):
     """The decisions ``upscale_banded`` took; the rows themselves went to its sink."""
 
     #: Output size in pixels.
     height: int
     width: int
-    precision: Precision
-    #: LR tile side used in the end (``None``: whole image in one pass).
-    tile: int | None
-    overlap: int
-    batch: int
-    tiles: int
-    refined_tiles: int
-    oom_retries: int
-    model_passes: int
-    seconds: float
     #: Whether the rows were assembled in bands (False: the whole output was made first, then sent as one band).
     banded: bool
 
@@ -389,20 +385,8 @@ def upscale_banded(
         image = result.image.cpu()
         for row in range(0, image.shape[-2], SINK_ROWS):
             sink(row, image[:, :, row : row + SINK_ROWS])
-        return BandedResult(
-            height=int(image.shape[-2]),
-            width=int(image.shape[-1]),
-            precision=result.precision,
-            tile=result.tile,
-            overlap=result.overlap,
-            batch=result.batch,
-            tiles=result.tiles,
-            refined_tiles=result.refined_tiles,
-            oom_retries=result.oom_retries,
-            model_passes=result.model_passes,
-            seconds=result.seconds,
-            banded=False,
-        )
+        decisions = {f.name: getattr(result, f.name) for f in fields(UpscaleDecisions)}
+        return BandedResult(**decisions, height=int(image.shape[-2]), width=int(image.shape[-1]), banded=False)
 
     def to_sink(row: int, band: torch.Tensor) -> None:
         sink(row, band.cpu().clamp_(0, 1))
