@@ -3,104 +3,28 @@
 The clip is made here (2 s at 12 fps with a 440 Hz tone, as in ``test_video``) and upscaled with the bicubic
 model (no weights) in 0.5 s segments, once by ``run_video_job`` (one device) and once by
 ``run_video_job_on_devices``. The outputs' decoded frames, timestamps and audio must match, and the segment
-files must be byte-identical. A worker is killed by a ``SegmentHook`` that SIGKILLs its own process at a chosen
-segment, the first time only (a marker file remembers), never by timing.
+files must be byte-identical. A worker is killed by a ``SegmentHook`` (``tests.video_fixtures.KillOnce``) that
+SIGKILLs its own process at a chosen segment, the first time only (a marker file remembers), never by timing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import signal
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from srcli.pipeline.video import plan_video_job, run_video_job
-from srcli.pipeline.video_devices import SegmentTask, run_video_job_on_devices, segment_starts
+from srcli.pipeline.video_devices import run_video_job_on_devices, segment_starts
 from srcli.pipeline.video_writers import MANIFEST, work_dir
 from tests.test_video import damaged as damaged_clip
-from tests.test_video import ff, packets, upscale, video_options
+from tests.test_video import packets, upscale, video_options
+from tests.video_fixtures import KillOnce, SegmentDigests, decoded, one_device
+from tests.video_fixtures import clip as clip_fixture
 
 slow = pytest.mark.slow
 damaged = damaged_clip  # test_video's fixture, here too
-
-
-@dataclass(frozen=True)
-class KillOnce:
-    """A ``SegmentHook``: SIGKILL the worker running it when it reaches segment ``number``, once (``marker``)."""
-
-    number: int
-    marker: str
-
-    def __call__(self, task: SegmentTask) -> None:
-        if task.number != self.number:
-            return
-        try:
-            os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 s at 12 fps (24 frames) of a moving gradient with 2 s of a 440 Hz tone."""
-    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
-    ff(
-        "-f", "lavfi", "-i", "gradients=s=32x24:r=12:d=2:speed=0.05",
-        "-f", "lavfi", "-i", "sine=f=440:r=48000:d=2",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", path,
-    )  # fmt: skip
-    return path
-
-
-def decoded(path: Path) -> tuple[list[np.ndarray], list[int], int]:
-    """The video's frames (RGB arrays) and pts, and the number of audio streams, read with PyAV."""
-    import av
-
-    with av.open(str(path)) as container:
-        audio = len(container.streams.audio)
-        frames, pts = [], []
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            pts.append(frame.pts)
-    return frames, pts, audio
-
-
-class SegmentDigests:
-    """``VideoEvents`` for the one-device run: the digest of each segment file once it is complete."""
-
-    def __init__(self, output: Path) -> None:
-        self.work = work_dir(output)
-        self.digests: dict[str, str] = {}
-
-    def started(self, report: Any) -> None:
-        """Unused."""
-
-    def file_started(self, report: Any, total: int | None, done: int) -> None:
-        """Unused."""
-
-    def frames_done(self, done: int) -> None:
-        """Unused."""
-
-    def segment_done(self, report: Any, segments: int) -> None:
-        """Hash every segment file present (the newest is complete now)."""
-        for seg in sorted(self.work.glob("seg_*")):
-            self.digests.setdefault(seg.name, hashlib.sha256(seg.read_bytes()).hexdigest())
-
-    def file_finished(self, report: Any) -> None:
-        """Unused."""
-
-
-def one_device(clip: Path, out: Path) -> tuple[Any, dict[str, str]]:
-    """The one-device run of ``clip`` into ``out`` in 0.5 s segments: its report and its segment files' digests."""
-    events = SegmentDigests(out)
-    plan = plan_video_job([str(clip)], video_options(out, segment_seconds=0.5))
-    return run_video_job(plan, events=events), events.digests  # type: ignore[arg-type]
+clip = clip_fixture  # the shared clip (tests.video_fixtures), here too
 
 
 def test_segments_are_cut_as_the_writer_cuts_them() -> None:

@@ -1,49 +1,28 @@
 """`srcli upscale clip.mp4 --ray local`: a video's segments as Ray tasks, one at a time per actor, the same file out.
 
-The clip and the one-device reference are made as in ``test_video_devices`` (2 s at 12 fps with a tone, bicubic,
-0.5 s segments: 4 segments). Ray is started inside each run with 2 CPUs (two actors) and shut down after it. An
-actor is killed by a ``SegmentHook`` that ends its own process (``os._exit``) at a chosen segment, the first time
-only (a marker file remembers), never by timing.
+The clip and the one-device reference are ``test_video_devices``'s (``tests.video_fixtures``: 2 s at 12 fps with a
+tone, bicubic, 0.5 s segments: 4 segments). Ray is started inside each run with 2 CPUs (two actors) and shut down
+after it. An actor is killed by a ``SegmentHook`` (``ExitOnce``) that ends its own process (``os._exit``) at a
+chosen segment, the first time only (a marker file remembers), never by timing.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from srcli.pipeline.video import plan_video_job
-from srcli.pipeline.video_devices import SegmentTask
 from srcli.pipeline.video_writers import MANIFEST, work_dir
 from tests.test_video import packets, upscale, video_options
-from tests.test_video_devices import SegmentDigests, decoded, one_device
-from tests.test_video_devices import clip as clip_fixture
+from tests.video_fixtures import ExitOnce, SegmentDigests, decoded, one_device
+from tests.video_fixtures import clip as clip_fixture
 
 ray = pytest.importorskip("ray")
 
 slow = pytest.mark.slow
-clip = clip_fixture  # test_video_devices's fixture, here too
-
-
-@dataclass(frozen=True)
-class ExitOnce:
-    """A ``SegmentHook``: end the actor's process at once when it reaches segment ``number``, once (``marker``)."""
-
-    number: int
-    marker: str
-
-    def __call__(self, task: SegmentTask) -> None:
-        """Exit the process the first time segment ``number`` starts (the marker file is created then)."""
-        if task.number != self.number:
-            return
-        try:
-            os.close(os.open(self.marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
-        except FileExistsError:
-            return
-        os._exit(1)
+clip = clip_fixture  # the shared clip (tests.video_fixtures), here too
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ Two layers:
 - :func:`map_on_devices` and :func:`map_on_ray`: an executor-neutral "map a picklable function over items",
   built from the pieces the image job's executors already use (``worker_runs`` for each worker's device and
   thread share, ``exit_cause``, ``MAX_ATTEMPTS`` / ``MAX_RESTARTS``, ``picklable_error`` and
-  ``sigint_ignored`` from ``srcli.pipeline.device_pool``; ``import_ray``, ``connect_ray`` and ``ray_slots``
+  ``sigint_ignored`` from ``srcli.pipeline.worker_pool``; ``import_ray``, ``connect_ray`` and ``ray_slots``
   from ``srcli.pipeline.ray_executor``). A *factory* (picklable) is called once in each worker with that
   worker's ``RunOptions`` and returns the callable run on each item. The main process holds the one queue
   (in the items' order), hands each worker one item at a time, and puts the item of a worker that died back
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srcli.errors import SrcliError, UsageError
-from srcli.pipeline.device_pool import (
+from srcli.pipeline.worker_pool import (
     MAX_ATTEMPTS,
     MAX_RESTARTS,
     exit_cause,

@@ -27,26 +27,23 @@ lets the writes in flight finish and report, and exits. The report says interrup
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from srcli.errors import DeviceError, SrcliError, Terminated, UsageError
+from srcli.errors import DeviceError, UsageError
 from srcli.pipeline.image_plan import ImagePlan, PlannedImage
 from srcli.pipeline.images import (
     FileReport,
     JobEvents,
     JobReport,
+    announce_files,
     read_item,
     remove_stale_temp_files,
     report_for_plan,
@@ -54,10 +51,23 @@ from srcli.pipeline.images import (
     write_item,
 )
 from srcli.pipeline.messages import error_text, one_line
+from srcli.pipeline.worker_pool import (
+    MAX_ATTEMPTS,
+    PoolReportFields,
+    ProcessPool,
+    Retries,
+    StatsRecord,
+    Worker,
+    WorkerChannel,
+    close_report,
+    describe_workers,
+    exit_cause,
+    may_restart,
+    serve,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
-    from multiprocessing.process import BaseProcess
 
     from srcli.engine.options import RunOptions
     from srcli.io.imagefile import DecodedImage
@@ -75,10 +85,6 @@ __all__ = [
     "run_job_on_devices",
 ]
 
-#: Times an item may be on a worker that dies (the first run and two retries); then it fails.
-MAX_ATTEMPTS = 3
-#: Times one device's worker is started again after dying; then that device is left out.
-MAX_RESTARTS = 3
 #: ``--devices`` entries: ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
 _DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 #: The ``FileReport`` fields a worker fills in and sends back.
@@ -144,26 +150,12 @@ def parse_devices(text: str) -> list[str]:
     return devices
 
 
-def available_cpus() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def worker_runs(run: RunOptions, devices: Sequence[str]) -> list[RunOptions]:
-    """Each worker's ``RunOptions``: its device, and ``--threads`` or an equal share of the CPU cores."""
-    threads = run.threads or max(1, available_cpus() // max(1, len(devices)))
-    return [replace(run, device=d, threads=threads) for d in devices]
-
-
 # ---------------------------------------------------------------------------------------------
 # The report
 
 
 @dataclass
-class WorkerStats:
+class WorkerStats(StatsRecord):
     """What one device's worker did (restarts included)."""
 
     slot: int
@@ -183,55 +175,32 @@ class WorkerStats:
         """Images done per second of this worker's span (0 before any)."""
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields (floats rounded) and the throughput."""
+        return {**super().to_dict(), "images_per_second": round(self.images_per_second, 4)}
+
+    def count(self, rep: FileReport, worker: Any) -> None:
+        """Add ``worker``'s finished item ``rep`` (done or failed); its span runs on from ``worker.first_item``."""
+        if rep.status == "done":
+            self.images += 1
+            self.output_megapixels += (rep.out_width or 0) * (rep.out_height or 0) * (rep.frames or 1) / 1e6
+        else:
+            self.failed += 1
+        self.model_seconds += rep.model_seconds
+        if worker.first_item is not None:
+            now = time.perf_counter()
+            self.seconds += now - worker.first_item
+            worker.first_item = now
+
 
 @dataclass
-class PoolReport(JobReport):
+class PoolReport(PoolReportFields[WorkerStats], JobReport):
     """``JobReport`` for a job run by several workers: who did what, and how many items ran again."""
-
-    #: ``devices`` (worker processes) or ``ray``.
-    executor: str = "devices"
-    workers: list[WorkerStats] = field(default_factory=list)
-    #: Item runs started again because the worker running them died.
-    retries: int = 0
 
     @classmethod
     def for_plan(cls, plan: ImagePlan, executor: str) -> PoolReport:
         """The report of ``plan`` as ``report_for_plan`` makes it, for ``executor``."""
-        base = report_for_plan(plan)
-        return cls(**{f.name: getattr(base, f.name) for f in fields(JobReport)}, executor=executor)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``JobReport.to_dict`` plus the executor, the retries and per-worker throughput."""
-        workers = []
-        for w in self.workers:
-            entry = asdict(w)
-            entry["seconds"] = round(w.seconds, 4)
-            entry["model_seconds"] = round(w.model_seconds, 4)
-            entry["output_megapixels"] = round(w.output_megapixels, 4)
-            entry["images_per_second"] = round(w.images_per_second, 4)
-            workers.append(entry)
-        return {**super().to_dict(), "executor": self.executor, "retries": self.retries, "workers": workers}
-
-
-def describe_workers(descriptions: Iterable[str]) -> str:
-    """One line for the report's ``device``: ``2 x cpu (1 threads)``, or the list where they differ."""
-    names = list(descriptions)
-    if names and all(n == names[0] for n in names):
-        return names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
-    return ", ".join(names)
-
-
-def exit_cause(exitcode: int | None) -> str:
-    """Why a worker process ended, in words (``killed by SIGKILL (out of memory?)``)."""
-    if exitcode is None:
-        return "lost"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        return f"killed by {name}" + (" (out of memory?)" if -exitcode == signal.SIGKILL else "")
-    return f"exited with code {exitcode}"
+        return cls.from_report(report_for_plan(plan), executor)
 
 
 def gave_up_message(device: str, cause: str) -> str:
@@ -262,18 +231,6 @@ def finish_file(rep: FileReport, item: PlannedImage, result: dict[str, Any], pla
     if rep.status == "failed":
         prefix = "cannot write output: " if result.get("stage") == "write" else ""
         log.error("%s", one_line(rep.input, prefix + rep.message))
-
-
-def close_report(report: JobReport, started: float, until: float | None = None) -> None:
-    """Items never run become skipped, saying why; the job's time is set (``started`` to ``until``, else now).
-
-    ``until`` is when the last result arrived: stopping the workers after it is no part of the job's time.
-    """
-    for rep in report.files:
-        if rep.status == "planned":
-            rep.status = "skipped"
-            rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
-    report.seconds = (until if until is not None else time.perf_counter()) - started
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,74 +306,22 @@ def result_of(rep: FileReport, stage: str) -> dict[str, Any]:
     return result
 
 
-def picklable_error(exc: BaseException) -> BaseException:
-    """``exc`` if it survives pickling (srcli's errors do), else an ``SrcliError`` with its text."""
-    import pickle
-
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:
-        return SrcliError(error_text(exc))
-
-
 # ---------------------------------------------------------------------------------------------
 # The worker process
-
-
-class _WorkerSignals:
-    """SIGTERM in a worker: raise ``Terminated`` in its main thread, but never in the middle of a message."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.sending = False
-
-    def install(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process alone answers Ctrl-C
-        signal.signal(signal.SIGTERM, self._on_term)
-
-    def _on_term(self, signum: int, frame: Any) -> None:
-        self.requested = True
-        if not self.sending:
-            raise Terminated()
 
 
 def _worker_main(conn: Connection, options: ImageOptions, run: RunOptions, hook: ItemHook | None, depth: int) -> None:
     """A worker process: load the model, then read ahead, upscale and write behind the items it is sent.
 
-    Messages to the main process: ``("ready", description, precision, compiled)`` or ``("start_failed", error)``,
-    then per item ``("started", index)`` (sent before the model starts) and ``("result", index, fields)``.
+    Messages to the main process (``serve``): ``("ready", description, precision, compiled)`` or
+    ``("start_failed", error)``, then per item ``("started", index)`` (sent before the model starts) and
+    ``("result", index, fields)``.
     """
-    signals = _WorkerSignals()
-    signals.install()
-    send_lock = threading.Lock()
+    serve(conn, lambda: ItemRunner(options, run), lambda channel, runner: _run_items(channel, runner, hook, depth))
 
-    def send(message: tuple[Any, ...]) -> None:
-        main_thread = threading.current_thread() is threading.main_thread()
-        if main_thread:
-            signals.sending = True
-        try:
-            with send_lock:
-                conn.send(message)
-        except OSError:
-            pass  # the main process is gone; the receive loop ends on EOF
-        finally:
-            if main_thread:
-                signals.sending = False
-                if signals.requested:
-                    raise Terminated()
 
-    try:
-        runner = ItemRunner(options, run)
-    except KeyboardInterrupt:
-        return
-    except BaseException as exc:
-        send(("start_failed", picklable_error(exc)))
-        return
-    try:
-        send(("ready", runner.description, runner.precision, runner.compiled))
-    except KeyboardInterrupt:
-        return
+def _run_items(channel: WorkerChannel, runner: ItemRunner, hook: ItemHook | None, depth: int) -> None:
+    """Read ahead, upscale and write behind each ``("item", index, item)`` received, until ``stop``."""
     readers = ThreadPoolExecutor(max_workers=max(1, depth - 1), thread_name_prefix="srcli-read")
     writers = ThreadPoolExecutor(max_workers=max(1, depth - 1), thread_name_prefix="srcli-write")
     ahead: deque[tuple[int, PlannedImage, Future[DecodedImage]]] = deque()
@@ -429,18 +334,15 @@ def _worker_main(conn: Connection, options: ImageOptions, run: RunOptions, hook:
         except Exception as exc:
             rep.status, rep.message = "failed", error_text(exc)
         rep.seconds = time.perf_counter() - t0
-        send(("result", index, result_of(rep, "write")))
+        channel.send(("result", index, result_of(rep, "write")))
 
+    # SIGTERM (``Terminated``) abandons the model pass; the finally lets the writes in flight finish and report.
     try:
         stop = False
         while True:
-            while not stop and (not ahead or conn.poll()):
-                try:
-                    message = conn.recv()
-                except EOFError:
-                    stop = True
-                    break
-                if message[0] == "stop":
+            while not stop and (not ahead or channel.poll()):
+                message = channel.receive()
+                if message is None:
                     stop = True
                     break
                 _, index, item = message
@@ -456,7 +358,7 @@ def _worker_main(conn: Connection, options: ImageOptions, run: RunOptions, hook:
                 if hook is not None:
                     # The hook sees the worker with nothing else started (its tests count retries exactly).
                     wait_futures(writes)
-                send(("started", index))
+                channel.send(("started", index))
                 if hook is not None:
                     hook(item)
                 frames = runner.upscale(decoded, rep)
@@ -465,140 +367,18 @@ def _worker_main(conn: Connection, options: ImageOptions, run: RunOptions, hook:
             except Exception as exc:
                 rep.status, rep.message = "failed", error_text(exc)
                 rep.seconds = time.perf_counter() - t0
-                send(("result", index, result_of(rep, "model")))
+                channel.send(("result", index, result_of(rep, "model")))
                 continue
             write = writers.submit(runner.write, item, decoded, frames)
             writes.append(write)
             write.add_done_callback(lambda f, i=index, r=rep, t=t0: written(i, r, t, f))
-    except KeyboardInterrupt:
-        pass  # SIGTERM from the main process: the model pass is abandoned, the writes in flight finish
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
-        with contextlib.suppress(OSError):
-            conn.close()
 
 
 # ---------------------------------------------------------------------------------------------
 # The main process
-
-
-@dataclass
-class _Worker:
-    """The main process's view of one worker process."""
-
-    slot: int
-    device: str
-    process: BaseProcess
-    conn: Connection
-    ready: bool = False
-    #: Items handed to it and not yet reported: index -> whether its model started.
-    assigned: dict[int, bool] = field(default_factory=dict)
-    #: Its connection reached end of file (everything it sent has been read).
-    closed: bool = False
-    start_error: BaseException | None = None
-    first_item: float | None = None
-
-
-@contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while a worker starts: it inherits the setting, so a Ctrl-C during its start-up reaches only
-    the main process (which then stops the workers) instead of printing a traceback from each."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-class _Pool:
-    """The worker processes of one job, started, fed, restarted and stopped by the main process."""
-
-    def __init__(self, plan: ImagePlan, devices: Sequence[str], hook: ItemHook | None) -> None:
-        import multiprocessing
-
-        self.context = multiprocessing.get_context("spawn")
-        self.options = plan.options
-        self.runs = worker_runs(plan.options.run, devices)
-        self.hook = hook
-        #: Items a worker holds at once: one in the model, the others being read ahead or written.
-        self.depth = max(2, plan.options.io_workers + 1)
-        self.workers: dict[int, _Worker] = {}
-        self.stats = [WorkerStats(slot=i, device=d) for i, d in enumerate(devices)]
-
-    def start(self, slot: int) -> _Worker:
-        parent, child = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=_worker_main,
-            args=(child, self.options, self.runs[slot], self.hook, self.depth),
-            name=f"srcli-worker-{slot}",
-        )
-        with sigint_ignored():
-            process.start()
-        child.close()
-        worker = _Worker(slot=slot, device=self.runs[slot].device, process=process, conn=parent)
-        self.workers[slot] = worker
-        return worker
-
-    def live(self) -> list[_Worker]:
-        return list(self.workers.values())
-
-    def wait(self) -> list[Any]:
-        """Block until a worker sends something or exits (no timeout: progress or death wakes it)."""
-        from multiprocessing.connection import wait
-
-        handles: list[Any] = []
-        for w in self.workers.values():
-            handles.append(w.process.sentinel)
-            if not w.closed:
-                handles.append(w.conn)
-        return wait(handles) if handles else []
-
-    def receive(self, worker: _Worker) -> Iterator[tuple[Any, ...]]:
-        """The messages ``worker`` has sent so far (after it exited: all it ever sent), read one at a time.
-
-        One at a time, so that a Ctrl-C raised while one message is handled (by an event callback) leaves the
-        rest in the pipe for the drain that follows, instead of dropping results already read (a written
-        output would then miss its journal line).
-        """
-        while not worker.closed and worker.conn.poll():
-            try:
-                message = worker.conn.recv()
-            except (EOFError, OSError):
-                worker.closed = True
-                return
-            yield message
-
-    def send(self, worker: _Worker, message: tuple[Any, ...]) -> bool:
-        try:
-            worker.conn.send(message)
-            return True
-        except OSError:
-            return False  # it died: its sentinel says so next
-
-    def terminate_all(self) -> None:
-        for w in self.workers.values():
-            if w.process.is_alive():
-                with contextlib.suppress(OSError, ValueError):
-                    w.process.terminate()
-
-    def kill_all(self) -> None:
-        for w in list(self.workers.values()):
-            with contextlib.suppress(OSError, ValueError):
-                if w.process.is_alive():
-                    w.process.kill()
-                w.process.join()
-                w.conn.close()
-            self.workers.pop(w.slot, None)
-
-    def forget(self, worker: _Worker) -> None:
-        worker.process.join()
-        with contextlib.suppress(OSError):
-            worker.conn.close()
-        self.workers.pop(worker.slot, None)
 
 
 def run_job_on_devices(
@@ -626,8 +406,10 @@ def run_job_on_devices(
         return finish_without_work(plan, report, events)
     journal = plan.journal()
     queue: deque[int] = deque(sorted(todo, key=lambda i: -plan.items[i].pixels))
-    attempts = dict.fromkeys(todo, 0)
-    pool = _Pool(plan, devices, item_hook)
+    retries = Retries(report, todo)
+    #: Items a worker holds at once: one in the model, the others being read ahead or written.
+    depth = max(2, options.io_workers + 1)
+    pool = ProcessPool(options, devices, _worker_main, (item_hook, depth), "srcli-worker", WorkerStats)
     report.workers = pool.stats
     outstanding = set(todo)
     started = time.perf_counter()
@@ -641,15 +423,7 @@ def run_job_on_devices(
         nonlocal announced, started
         announced = True
         ready = [pool.stats[w.slot].description for w in pool.live() if w.ready]
-        report.device = describe_workers(ready)
-        report.precision = ", ".join(dict.fromkeys(p for p in precisions if p))
-        started = time.perf_counter()
-        events.started(len(plan.items), report)
-        for rep in report.files:
-            if rep.status != "planned":
-                if rep.status == "failed":
-                    log.error("%s", one_line(rep.input, rep.message))
-                events.file_finished(rep)
+        started = announce_job(plan, report, events, ready, precisions)
 
     precisions: list[str] = []
 
@@ -657,7 +431,7 @@ def run_job_on_devices(
         if not announced or stopping:
             return
         for w in pool.live():
-            while w.ready and queue and len(w.assigned) < pool.depth:
+            while w.ready and queue and len(w.assigned) < depth:
                 index = queue.popleft()
                 if not pool.send(w, ("item", index, plan.items[index])):
                     queue.appendleft(index)
@@ -666,7 +440,7 @@ def run_job_on_devices(
                 if w.first_item is None:
                     w.first_item = time.perf_counter()
 
-    def handle(w: _Worker, message: tuple[Any, ...]) -> None:
+    def handle(w: Worker, message: tuple[Any, ...]) -> None:
         nonlocal ever_ready
         kind = message[0]
         stats = pool.stats[w.slot]
@@ -689,15 +463,7 @@ def run_job_on_devices(
             outstanding.discard(index)
             rep = reports[index]
             finish_file(rep, plan.items[index], result, plan, journal)
-            if rep.status == "done":
-                stats.images += 1
-                stats.output_megapixels += (rep.out_width or 0) * (rep.out_height or 0) * (rep.frames or 1) / 1e6
-            else:
-                stats.failed += 1
-            stats.model_seconds += rep.model_seconds
-            if w.first_item is not None:
-                stats.seconds += time.perf_counter() - w.first_item
-                w.first_item = time.perf_counter()
+            stats.count(rep, w)
             events.file_finished(rep)
             if rep.status == "failed" and options.fail_fast:
                 queue.clear()
@@ -705,7 +471,7 @@ def run_job_on_devices(
                     if not any(i in x.assigned for x in pool.live()):
                         outstanding.discard(i)
 
-    def ended(w: _Worker) -> None:
+    def ended(w: Worker) -> None:
         """``w`` exited: put back what it held, clean up after it, start it again if work is left."""
         for message in pool.receive(w):
             handle(w, message)
@@ -723,10 +489,8 @@ def run_job_on_devices(
             if stopping:
                 continue  # interrupted: left as not processed
             if w.assigned[index]:
-                attempts[index] += 1
-                report.retries += 1
                 rep = reports[index]
-                if attempts[index] >= MAX_ATTEMPTS:
+                if not retries.died(index):
                     rep.status, rep.message = "failed", gave_up_message(w.device, cause)
                     outstanding.discard(index)
                     log.error("%s", one_line(rep.input, rep.message))
@@ -736,9 +500,18 @@ def run_job_on_devices(
                 rep.notes.append(f"run again: its worker on {w.device} {cause}")
             back.append(index)
         queue.extendleft(reversed(back))
-        if not stopping and outstanding and stats.restarts < MAX_RESTARTS:
-            stats.restarts += 1
+        if not stopping and outstanding and may_restart(stats):
             pool.start(w.slot)
+
+    def drain() -> None:
+        """Read what each worker still sends until every one has exited."""
+        while pool.workers:
+            pool.wait()
+            for w in pool.live():
+                for message in pool.receive(w):
+                    handle(w, message)
+                if not w.process.is_alive():
+                    ended(w)
 
     try:
         try:
@@ -763,37 +536,19 @@ def run_job_on_devices(
             if outstanding:
                 if not announced:
                     announce()
-                cause = "; ".join(dict.fromkeys(error_text(e) for e in errors)) or "every worker died"
-                for index in sorted(outstanding):
-                    rep = reports[index]
-                    if rep.status == "planned":
-                        rep.status, rep.message = "failed", f"no worker left to run it ({cause})"
-                        log.error("%s", one_line(rep.input, rep.message))
-                        events.file_finished(rep)
+                fail_unrun(reports, outstanding, events, errors, "no worker left to run it", "every worker died")
                 outstanding.clear()
             until = time.perf_counter()
             for w in pool.live():
                 pool.send(w, ("stop",))
-            while pool.workers:
-                pool.wait()
-                for w in pool.live():
-                    for message in pool.receive(w):
-                        handle(w, message)
-                    if not w.process.is_alive():
-                        ended(w)
+            drain()
         except KeyboardInterrupt as exc:
             report.interrupt(exc)
             stopping = True
             queue.clear()
             pool.terminate_all()
             # Each worker lets its writes in flight finish and report them, then exits.
-            while pool.workers:
-                pool.wait()
-                for w in pool.live():
-                    for message in pool.receive(w):
-                        handle(w, message)
-                    if not w.process.is_alive():
-                        ended(w)
+            drain()
             until = time.perf_counter()
     except KeyboardInterrupt as exc:
         # A second Ctrl-C: stop now; nothing under a final name is partial, temporary files are removed.
@@ -820,12 +575,32 @@ def start_pool_job(plan: ImagePlan, executor: str) -> tuple[PoolReport, dict[int
 
 def finish_without_work(plan: ImagePlan, report: PoolReport, events: JobEvents) -> PoolReport:
     """A job with nothing to upscale: no worker starts; the report says what the plan decided."""
-    started = time.perf_counter()
-    events.started(len(plan.items), report)
-    for rep in report.files:
-        if rep.status == "failed":
-            log.error("%s", one_line(rep.input, rep.message))
-        if rep.status != "planned":
-            events.file_finished(rep)
-    close_report(report, started)
+    close_report(report, announce_files(plan, report, events))
     return report
+
+
+def fail_unrun(
+    reports: dict[int, FileReport],
+    outstanding: Iterable[int],
+    events: JobEvents,
+    errors: Sequence[BaseException],
+    left: str,
+    none: str,
+) -> None:
+    """Fail each outstanding item not yet run, saying ``left`` and why (the workers' errors, else ``none``)."""
+    cause = "; ".join(dict.fromkeys(error_text(e) for e in errors)) or none
+    for index in sorted(outstanding):
+        rep = reports[index]
+        if rep.status == "planned":
+            rep.status, rep.message = "failed", f"{left} ({cause})"
+            log.error("%s", one_line(rep.input, rep.message))
+            events.file_finished(rep)
+
+
+def announce_job(
+    plan: ImagePlan, report: PoolReport, events: JobEvents, descriptions: Iterable[str], precisions: Iterable[str]
+) -> float:
+    """The workers are ready: the report's device and precision from theirs, then ``announce_files``."""
+    report.device = describe_workers(descriptions)
+    report.precision = ", ".join(dict.fromkeys(p for p in precisions if p))
+    return announce_files(plan, report, events)

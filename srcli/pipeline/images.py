@@ -269,6 +269,18 @@ def remove_stale_temp_files(items: tuple[PlannedImage, ...]) -> None:
 # The job
 
 
+def announce_files(plan: ImagePlan, report: JobReport, events: JobEvents) -> float:
+    """Start ``events`` and finish the files the plan already decided (a failure logged); the job's start time."""
+    started = time.perf_counter()
+    events.started(len(plan.items), report)
+    for rep in report.files:
+        if rep.status == "failed":
+            log.error("%s", one_line(rep.input, rep.message))
+        if rep.status != "planned":
+            events.file_finished(rep)
+    return started
+
+
 def run_job(
     plan: ImagePlan,
     *,
@@ -299,13 +311,7 @@ def run_job(
     remove_stale_temp_files(todo)
     journal = plan.journal()
 
-    started = time.perf_counter()
-    events.started(len(plan.items), report)
-    for rep in report.files:
-        if rep.status != "planned":
-            if rep.status == "failed":
-                log.error("%s", one_line(rep.input, rep.message))
-            events.file_finished(rep)
+    started = announce_files(plan, report, events)
     stop = threading.Event()
     readers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="srcli-read")
     writers = ThreadPoolExecutor(max_workers=max(1, options.io_workers), thread_name_prefix="srcli-write")

@@ -28,36 +28,45 @@ import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from srcli.errors import UsageError
 from srcli.pipeline.device_pool import (
-    MAX_ATTEMPTS,
-    MAX_RESTARTS,
     ItemHook,
     ItemRunner,
     PoolReport,
     WorkerStats,
-    close_report,
-    describe_workers,
+    announce_job,
+    fail_unrun,
     finish_file,
     finish_without_work,
     gave_up_message,
-    picklable_error,
     start_pool_job,
 )
 from srcli.pipeline.image_plan import ImagePlan, PlannedImage
 from srcli.pipeline.images import JobEvents, remove_stale_temp_files
 from srcli.pipeline.messages import error_text, one_line
+from srcli.pipeline.worker_pool import Retries, close_report, may_restart, picklable_error
 
 if TYPE_CHECKING:
     from srcli.engine.options import RunOptions
-    from srcli.pipeline.job import ImageOptions
 
 log = logging.getLogger("srcli.upscale")
 
-__all__ = ["RAY_INSTALL", "RayImageWorker", "import_ray", "run_job_on_ray"]
+StatsT = TypeVar("StatsT")
+
+__all__ = [
+    "RAY_INSTALL",
+    "Outcome",
+    "RayActor",
+    "RayImageWorker",
+    "RayPool",
+    "RayWorker",
+    "import_ray",
+    "run_job_on_ray",
+]
 
 #: The command that installs the optional Ray dependency (from a checkout of srcli).
 RAY_INSTALL = 'pip install -e ".[ray]"'
@@ -74,16 +83,22 @@ def import_ray() -> Any:
     return ray
 
 
-class RayImageWorker:
-    """A Ray actor's body: one device's model, loaded once, and one item at a time (``process``)."""
+class RayWorker:
+    """A Ray actor's body: one device's model (``runner_type``), loaded once; ``ready`` says how that went.
 
-    def __init__(self, options: ImageOptions, run: RunOptions, hook: ItemHook | None = None) -> None:
+    Subclasses name the runner and the method that runs one piece of work with it.
+    """
+
+    #: ``runner_type(options, run)`` resolves ``run`` and loads its model (``ItemRunner``, ``_SegmentRunner``).
+    runner_type: Callable[..., Any]
+
+    def __init__(self, options: Any, run: RunOptions, hook: Callable[[Any], None] | None = None) -> None:
         """Load the model for ``run``; an error is kept for ``ready`` to return (the actor itself stays up)."""
         self.hook = hook
-        self.runner: ItemRunner | None = None
+        self.runner: Any = None
         self.error: BaseException | None = None
         try:
-            self.runner = ItemRunner(options, run)
+            self.runner = self.runner_type(options, run)
         except Exception as exc:
             self.error = picklable_error(exc)
 
@@ -96,6 +111,12 @@ class RayImageWorker:
         node = ray.util.get_node_ip_address()
         return ("ready", f"{self.runner.description} on {node}", self.runner.precision, self.runner.compiled)
 
+
+class RayImageWorker(RayWorker):
+    """A Ray actor's body: one device's model, loaded once, and one item at a time (``process``)."""
+
+    runner_type = ItemRunner
+
     def process(self, item: PlannedImage) -> dict[str, Any]:
         """Read, upscale and write ``item``; the result fields (``ItemRunner.run_item``)."""
         assert self.runner is not None
@@ -103,14 +124,138 @@ class RayImageWorker:
 
 
 @dataclass
-class _Actor:
+class RayActor:
+    """The driver's view of one actor."""
+
     slot: int
     handle: Any
     ready: bool = False
-    #: The item it is running (``None``: idle or starting).
-    item: int | None = None
+    #: The work it is running (``None``: idle or starting).
+    task: Any = None
     start_error: BaseException | None = None
     first_item: float | None = None
+
+
+@dataclass
+class Outcome:
+    """What one finished Ray call says: ``ready``, ``start_failed``, ``result``, ``failed`` or ``died``.
+
+    ``raised``: a ``start_failed`` that is an error raised by the ``ready`` call, not the actor's own answer.
+    """
+
+    kind: str
+    actor: RayActor
+    task: Any = None
+    value: Any = None
+    raised: bool = False
+
+
+@dataclass
+class RayPool(Generic[StatsT]):
+    """The job's actors, the calls in flight, and each slot's stats: the driver side of every Ray executor."""
+
+    ray: Any
+    #: The actor class (``ray.remote(...)(RayWorker subclass)``), made with ``(options, run, hook)``.
+    remote: Any
+    #: The actor method that runs one piece of work (``process``, ``make``).
+    method: str
+    options: Any
+    run: RunOptions
+    hook: Any
+    stats: list[StatsT]
+    actors: dict[int, RayActor] = field(default_factory=dict)
+    pending: dict[Any, tuple[int, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def for_job(
+        cls, ray: Any, worker: type[RayWorker], method: str, options: Any, hook: Any, new_stats: Callable[..., StatsT]
+    ) -> RayPool[StatsT]:
+        """The actors (not started yet) of a job with ``options``: as many as ``ray_slots`` finds room for.
+
+        Ray neither restarts an actor nor retries a call: the driver does both (``Retries``, ``restart``).
+        """
+        count, resources, run = ray_slots(ray, options.run)
+        remote = ray.remote(max_restarts=0, max_task_retries=0, **resources)(worker)
+        stats = [new_stats(slot=i, device=run.device) for i in range(count)]
+        return cls(ray, remote, method, options, run, hook, stats)
+
+    def start_all(self) -> None:
+        """Start every slot's actor; their ``ready`` calls are in flight."""
+        for slot in range(len(self.stats)):
+            self.start(slot)
+
+    def start(self, slot: int) -> None:
+        """Start (or start again) the actor of ``slot``; its ``ready`` call is in flight."""
+        handle = self.remote.remote(self.options, self.run, self.hook)
+        self.actors[slot] = RayActor(slot=slot, handle=handle)
+        self.pending[handle.ready.remote()] = (slot, None)
+
+    def submit(self, actor: RayActor, task: Any, payload: Any) -> None:
+        """Give ``task`` (what the driver calls it) to the idle, ready ``actor``, sending it ``payload``."""
+        actor.task = task
+        self.pending[getattr(actor.handle, self.method).remote(payload)] = (actor.slot, task)
+
+    def in_flight(self) -> list[Any]:
+        """The work the actors are running now."""
+        return [task for _, task in self.pending.values() if task is not None]
+
+    def busy(self) -> bool:
+        """Whether some actor is running a piece of work."""
+        return bool(self.in_flight())
+
+    def forget(self, actor: RayActor) -> None:
+        """Drop ``actor`` (killing it, if it still runs)."""
+        if self.actors.get(actor.slot) is actor:
+            del self.actors[actor.slot]
+        with contextlib.suppress(Exception):
+            self.ray.kill(actor.handle)
+
+    def next(self) -> Outcome | None:
+        """Wait for the next call in flight to finish; ``None`` when it was an actor already dropped."""
+        from ray.exceptions import RayActorError, RayError
+
+        done, _ = self.ray.wait(list(self.pending), num_returns=1)
+        slot, task = self.pending.pop(done[0])
+        actor = self.actors.get(slot)
+        if actor is None:
+            return None
+        try:
+            value = self.ray.get(done[0])
+        except RayActorError as exc:
+            return Outcome("died", actor, task, exc)
+        except RayError as exc:  # our own code raised in the actor; the actor goes on
+            if task is None:
+                return Outcome("start_failed", actor, None, UsageError(error_text(exc)), raised=True)
+            return Outcome("failed", actor, task, error_text(exc))
+        if task is not None:
+            return Outcome("result", actor, task, value)
+        return Outcome(value[0], actor, None, value[1:] if value[0] == "ready" else value[1])
+
+    def became_ready(self, outcome: Outcome) -> None:
+        """Record the ``ready`` answer (description, precision, compiled) of a (re)started actor."""
+        outcome.actor.ready = True
+        self.stats[outcome.actor.slot].description = outcome.value[0]  # type: ignore[attr-defined]
+
+    def died(self, outcome: Outcome) -> str:
+        """Drop the actor of a ``died`` outcome; the cause, in words, for its work's notes and messages."""
+        self.forget(outcome.actor)
+        return f"its Ray actor died ({type(outcome.value).__name__}: killed, out of memory or its node lost)"
+
+    def restart(self, slot: int, needed: bool) -> None:
+        """Start a dead actor's ``slot`` again when work is ``needed`` and it has restarts left (``may_restart``)."""
+        if needed and may_restart(self.stats[slot]):
+            self.start(slot)
+
+    def kill_all(self) -> list[Any]:
+        """Kill every actor at once and wait for their calls to end; the work they were running."""
+        in_flight = self.in_flight()
+        for actor in list(self.actors.values()):
+            self.forget(actor)
+        with contextlib.suppress(Exception):
+            # ray.kill returns at once: the calls in flight fail once their actors are gone, not before.
+            self.ray.wait(list(self.pending), num_returns=len(self.pending))
+        self.pending.clear()
+        return in_flight
 
 
 def connect_ray(ray: Any, address: str, num_cpus: int | None) -> bool:
@@ -168,7 +313,6 @@ def run_job_on_ray(
     none could load the model.
     """
     ray = import_ray()
-    from ray.exceptions import RayActorError, RayError
 
     events = events or JobEvents()
     options = plan.options
@@ -177,89 +321,60 @@ def run_job_on_ray(
         return finish_without_work(plan, report, events)
     journal = plan.journal()
     owns_ray = connect_ray(ray, address, num_cpus)
-    actors: dict[int, _Actor] = {}
-    pending: dict[Any, tuple[int, int | None]] = {}
+    pool: RayPool[WorkerStats] | None = None
     started = time.perf_counter()
     until: float | None = None
     try:
-        count, resources, run = ray_slots(ray, options.run)
-        remote = ray.remote(max_restarts=0, max_task_retries=0, **resources)(RayImageWorker)
-        stats = [WorkerStats(slot=i, device=run.device) for i in range(count)]
-        report.workers = stats
+        pool = RayPool.for_job(ray, RayImageWorker, "process", options, item_hook, WorkerStats)
+        stats = report.workers = pool.stats
+        actors = pool.actors
         queue: deque[int] = deque(sorted(todo, key=lambda i: -plan.items[i].pixels))
-        attempts = dict.fromkeys(todo, 0)
+        retries = Retries(report, todo)
         outstanding = set(todo)
         errors: list[BaseException] = []
         precisions: list[str] = []
         state = {"announced": False, "ever_ready": False, "stopping": False}
 
-        def start(slot: int) -> None:
-            handle = remote.remote(options, run, item_hook)
-            actors[slot] = _Actor(slot=slot, handle=handle)
-            pending[handle.ready.remote()] = (slot, None)
-
         def announce() -> None:
             nonlocal started
             state["announced"] = True
-            report.device = describe_workers(stats[a.slot].description for a in actors.values() if a.ready)
-            report.precision = ", ".join(dict.fromkeys(p for p in precisions if p))
-            started = time.perf_counter()
-            events.started(len(plan.items), report)
-            for rep in report.files:
-                if rep.status != "planned":
-                    if rep.status == "failed":
-                        log.error("%s", one_line(rep.input, rep.message))
-                    events.file_finished(rep)
+            ready = [stats[a.slot].description for a in actors.values() if a.ready]
+            started = announce_job(plan, report, events, ready, precisions)
 
         def dispatch() -> None:
             if not state["announced"] or state["stopping"]:
                 return
             for actor in actors.values():
-                if actor.ready and actor.item is None and queue:
+                if actor.ready and actor.task is None and queue:
                     index = queue.popleft()
-                    actor.item = index
                     if actor.first_item is None:
                         actor.first_item = time.perf_counter()
-                    pending[actor.handle.process.remote(_absolute(plan.items[index]))] = (actor.slot, index)
+                    pool.submit(actor, index, _absolute(plan.items[index]))
                     events.file_started(plan.items[index])
 
-        def finished(actor: _Actor, index: int, result: dict[str, Any]) -> None:
-            actor.item = None
+        def finished(actor: RayActor, index: int, result: dict[str, Any]) -> None:
+            actor.task = None
             outstanding.discard(index)
             rep = reports[index]
             finish_file(rep, plan.items[index], result, plan, journal)
-            s = stats[actor.slot]
-            if rep.status == "done":
-                s.images += 1
-                s.output_megapixels += (rep.out_width or 0) * (rep.out_height or 0) * (rep.frames or 1) / 1e6
-            else:
-                s.failed += 1
-            s.model_seconds += rep.model_seconds
-            now = time.perf_counter()
-            if actor.first_item is not None:
-                s.seconds += now - actor.first_item
-                actor.first_item = now
+            stats[actor.slot].count(rep, actor)
             events.file_finished(rep)
             if rep.status == "failed" and options.fail_fast:
                 queue.clear()
-                outstanding.intersection_update(a.item for a in actors.values() if a.item is not None)
+                outstanding.intersection_update(a.task for a in actors.values() if a.task is not None)
 
-        def died(actor: _Actor, index: int | None, exc: BaseException) -> None:
-            actors.pop(actor.slot, None)
-            with contextlib.suppress(Exception):
-                ray.kill(actor.handle)
+        def died(outcome: Outcome) -> None:
+            actor, index = outcome.actor, outcome.task
+            cause = pool.died(outcome)
             s = stats[actor.slot]
-            cause = f"its Ray actor died ({type(exc).__name__}: killed, out of memory or its node lost)"
             if index is not None:
                 item = plan.items[index]
                 remove_stale_temp_files((item,))
                 if state["stopping"]:
                     return
                 log.warning("the actor on %s died; %s goes back in the queue", s.description or s.device, item.input)
-                attempts[index] += 1
-                report.retries += 1
                 rep = reports[index]
-                if attempts[index] >= MAX_ATTEMPTS:
+                if not retries.died(index):
                     rep.status, rep.message = "failed", gave_up_message(s.description or s.device, cause)
                     outstanding.discard(index)
                     log.error("%s", one_line(rep.input, rep.message))
@@ -268,52 +383,38 @@ def run_job_on_ray(
                 else:
                     rep.notes.append(f"run again: {cause}")
                     queue.appendleft(index)
-            if not state["stopping"] and outstanding and s.restarts < MAX_RESTARTS:
-                s.restarts += 1
-                start(actor.slot)
+            pool.restart(actor.slot, not state["stopping"] and bool(outstanding))
 
         def step() -> None:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            ref = done[0]
-            slot, index = pending.pop(ref)
-            actor = actors.get(slot)
-            if actor is None:
+            outcome = pool.next()
+            if outcome is None:
                 return
-            try:
-                value = ray.get(ref)
-            except RayActorError as exc:
-                died(actor, index, exc)
-                return
-            except RayError as exc:  # our own code raised in the actor: this item fails, the actor goes on
-                if index is None:
-                    actor.start_error = UsageError(error_text(exc))
-                    errors.append(actor.start_error)
-                    return
-                value = {"status": "failed", "message": error_text(exc), "stage": "model"}
-            if index is not None:
-                finished(actor, index, value)
-            elif value[0] == "ready":
-                actor.ready = True
+            actor = outcome.actor
+            if outcome.kind == "died":
+                died(outcome)
+            elif outcome.kind == "result":
+                finished(actor, outcome.task, outcome.value)
+            elif outcome.kind == "failed":  # our own code raised in the actor: this item fails, the actor goes on
+                finished(actor, outcome.task, {"status": "failed", "message": outcome.value, "stage": "model"})
+            elif outcome.kind == "ready":
+                pool.became_ready(outcome)
                 state["ever_ready"] = True
-                stats[slot].description = value[1]
-                precisions.append(value[2])
-                report.compiled = report.compiled or bool(value[3])
+                precisions.append(outcome.value[1])
+                report.compiled = report.compiled or bool(outcome.value[2])
             else:
-                actor.start_error = value[1]
-                errors.append(value[1])
-                log.warning("a Ray actor could not start: %s", error_text(value[1]))
-                actors.pop(slot, None)
-                with contextlib.suppress(Exception):
-                    ray.kill(actor.handle)
+                actor.start_error = outcome.value
+                errors.append(outcome.value)
+                if not outcome.raised:  # the actor's own answer: it has no model, so it goes
+                    log.warning("a Ray actor could not start: %s", error_text(outcome.value))
+                    pool.forget(actor)
 
         try:
-            for slot in range(count):
-                start(slot)
+            pool.start_all()
             while outstanding:
                 if not state["announced"] and state["ever_ready"] and all(a.ready for a in actors.values()):
                     announce()
                 dispatch()
-                if not pending:
+                if not pool.pending:
                     break
                 step()
             if not state["ever_ready"] and errors:
@@ -321,38 +422,24 @@ def run_job_on_ray(
             if outstanding:
                 if not state["announced"]:
                     announce()
-                cause = "; ".join(dict.fromkeys(error_text(e) for e in errors)) or "every actor died"
-                for index in sorted(outstanding):
-                    rep = reports[index]
-                    if rep.status == "planned":
-                        rep.status, rep.message = "failed", f"no Ray actor left to run it ({cause})"
-                        log.error("%s", one_line(rep.input, rep.message))
-                        events.file_finished(rep)
+                fail_unrun(reports, outstanding, events, errors, "no Ray actor left to run it", "every actor died")
             until = time.perf_counter()
         except KeyboardInterrupt as exc:
             report.interrupt(exc)
             state["stopping"] = True
             queue.clear()
             # The items in flight (one per actor) finish and are recorded.
-            while any(index is not None for _, index in pending.values()):
+            while pool.busy():
                 step()
             until = time.perf_counter()
     except KeyboardInterrupt as exc:
         # A second Ctrl-C: kill the actors now; their temporary files go, nothing partial has a final name.
         report.interrupt(exc)
-        in_flight = tuple(plan.items[index] for _, index in pending.values() if index is not None)
-        for actor in list(actors.values()):
-            with contextlib.suppress(Exception):
-                ray.kill(actor.handle)
-        actors.clear()
-        with contextlib.suppress(Exception):
-            # ray.kill returns at once: the calls in flight fail once their actors are gone, not before.
-            ray.wait(list(pending), num_returns=len(pending))
-        remove_stale_temp_files(in_flight)
+        if pool is not None:
+            remove_stale_temp_files(tuple(plan.items[index] for index in pool.kill_all()))
     finally:
-        for actor in actors.values():
-            with contextlib.suppress(Exception):
-                ray.kill(actor.handle)
+        if pool is not None:
+            pool.kill_all()
         if owns_ray:
             ray.shutdown()
     close_report(report, started, until)

@@ -29,28 +29,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from srcli.atomic import stale_temp_files
 from srcli.errors import UsageError
-from srcli.pipeline.device_pool import (
-    MAX_ATTEMPTS,
-    MAX_RESTARTS,
-    _Pool,
-    _WorkerSignals,
-    describe_workers,
-    exit_cause,
-    picklable_error,
-    sigint_ignored,
-    worker_runs,
-)
 from srcli.pipeline.messages import error_text, one_line
 from srcli.pipeline.video import (
     PlannedVideo,
@@ -67,6 +55,19 @@ from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport
 from srcli.pipeline.video_sources import FrameFolder, Item, Source, VideoFile
 from srcli.pipeline.video_stream import ModelStage, run_stages
 from srcli.pipeline.video_writers import Manifest, SegmentWriter, drop_empty_work_dir, open_work_dir
+from srcli.pipeline.worker_pool import (
+    MAX_ATTEMPTS,
+    PoolReportFields,
+    ProcessPool,
+    Retries,
+    StatsRecord,
+    WorkerChannel,
+    close_report,
+    describe_workers,
+    exit_cause,
+    may_restart,
+    serve,
+)
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -293,59 +294,31 @@ class _SegmentRunner:
 def _worker_main(conn: Connection, options: VideoOptions, run: RunOptions, hook: SegmentHook | None) -> None:
     """A worker process: load the model, then make each segment it is sent, one at a time.
 
-    Messages to the main process: ``("ready", description, precision, compiled)`` or ``("start_failed", error)``,
-    then per segment ``("started", key)`` (before its model starts) and ``("result", key, fields)`` or
-    ``("failed", key, message)``.
+    Messages to the main process (``serve``): ``("ready", description, precision, compiled)`` or
+    ``("start_failed", error)``, then per segment ``("started", key)`` (before its model starts) and
+    ``("result", key, fields)`` or ``("failed", key, message)``.
     """
-    signals = _WorkerSignals()
-    signals.install()
-    send_lock = threading.Lock()
+    serve(conn, lambda: _SegmentRunner(options, run), lambda channel, runner: _make_segments(channel, runner, hook))
 
-    def send(message: tuple[Any, ...]) -> None:
-        signals.sending = True
-        try:
-            with send_lock:
-                conn.send(message)
-        except OSError:
-            pass  # the main process is gone; the receive loop ends on EOF
-        finally:
-            signals.sending = False
-        if signals.requested:
-            raise KeyboardInterrupt
 
-    try:
+def _make_segments(channel: WorkerChannel, runner: _SegmentRunner, hook: SegmentHook | None) -> None:
+    """Make each ``("segment", task)`` received, until ``stop``.
+
+    SIGTERM abandons the segment in progress (``run_stages`` removes its partial file) and ends the worker.
+    """
+    while (message := channel.receive()) is not None:
+        task: SegmentTask = message[1]
+        channel.send(("started", task.key))
         try:
-            runner = _SegmentRunner(options, run)
+            if hook is not None:
+                hook(task)
+            result = runner.run(task)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:
-            send(("start_failed", picklable_error(exc)))
-            return
-        send(("ready", runner.description, runner.precision, runner.compiled))
-        while True:
-            try:
-                message = conn.recv()
-            except EOFError:
-                break
-            if message[0] == "stop":
-                break
-            task: SegmentTask = message[1]
-            send(("started", task.key))
-            try:
-                if hook is not None:
-                    hook(task)
-                result = runner.run(task)
-            except KeyboardInterrupt:
-                raise
-            except Exception as exc:
-                send(("failed", task.key, error_text(exc)))
-                continue
-            send(("result", task.key, result))
-    except KeyboardInterrupt:
-        pass  # SIGTERM from the main process: the segment in progress was removed (run_stages aborts it)
-    finally:
-        with contextlib.suppress(OSError):
-            conn.close()
+        except Exception as exc:
+            channel.send(("failed", task.key, error_text(exc)))
+            continue
+        channel.send(("result", task.key, result))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +326,7 @@ def _worker_main(conn: Connection, options: VideoOptions, run: RunOptions, hook:
 
 
 @dataclass
-class VideoWorkerStats:
+class VideoWorkerStats(StatsRecord):
     """What one device's worker did (restarts included)."""
 
     slot: int
@@ -367,56 +340,26 @@ class VideoWorkerStats:
 
 
 @dataclass
-class VideoPoolReport(VideoJobReport):
+class VideoPoolReport(PoolReportFields[VideoWorkerStats], VideoJobReport):
     """``VideoJobReport`` for a video job run by several workers: who did what, and how many segments ran again."""
-
-    executor: str = "devices"
-    workers: list[VideoWorkerStats] = field(default_factory=list)
-    #: Segment runs started again because the worker running them died.
-    retries: int = 0
 
     @classmethod
     def for_plan(cls, plan: VideoPlan, executor: str) -> VideoPoolReport:
         """The report of ``plan`` as ``report_for_video_plan`` makes it, for ``executor``."""
-        base = report_for_video_plan(plan)
-        return cls(**{f.name: getattr(base, f.name) for f in fields(VideoJobReport)}, executor=executor)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``VideoJobReport.to_dict`` plus the executor, the retries and per-worker work."""
-        workers = [{**asdict(w), "model_seconds": round(w.model_seconds, 4)} for w in self.workers]
-        return {**super().to_dict(), "executor": self.executor, "retries": self.retries, "workers": workers}
+        return cls.from_report(report_for_video_plan(plan), executor)
 
 
 # ---------------------------------------------------------------------------------------------
 # The main process
 
 
-class _SegmentPool(_Pool):
-    """``device_pool``'s worker processes, running ``_worker_main`` of this module."""
+#: The job's worker processes (``worker_pool.ProcessPool``) with per-device video stats.
+_SegmentPool = ProcessPool[VideoWorkerStats]
 
-    def __init__(self, plan: VideoPlan, devices: Sequence[str], hook: SegmentHook | None) -> None:
-        super().__init__(plan, devices, None)  # type: ignore[arg-type]
-        self.options = plan.options
-        self.runs = worker_runs(plan.options.run, devices)
-        self.segment_hook = hook
-        self.video_stats = [VideoWorkerStats(slot=i, device=d) for i, d in enumerate(devices)]
 
-    def start(self, slot: int) -> Any:
-        """Start (or start again) the worker of ``slot``."""
-        from srcli.pipeline.device_pool import _Worker
-
-        parent, child = self.context.Pipe(duplex=True)
-        process = self.context.Process(
-            target=_worker_main,
-            args=(child, self.options, self.runs[slot], self.segment_hook),
-            name=f"srcli-video-worker-{slot}",
-        )
-        with sigint_ignored():
-            process.start()
-        child.close()
-        worker = _Worker(slot=slot, device=self.runs[slot].device, process=process, conn=parent)
-        self.workers[slot] = worker
-        return worker
+def _segment_pool(plan: VideoPlan, devices: Sequence[str], hook: SegmentHook | None) -> _SegmentPool:
+    """The job's worker processes, each running this module's ``_worker_main``."""
+    return ProcessPool(plan.options, devices, _worker_main, (hook,), "srcli-video-worker", VideoWorkerStats)
 
 
 class _VideoFailed(Exception):
@@ -526,8 +469,8 @@ def run_video_job_on_devices(
     pool: _SegmentPool | None = None
     started = time.perf_counter()
     if todo:
-        pool = _SegmentPool(plan, devices, item_hook)
-        report.workers = pool.video_stats
+        pool = _segment_pool(plan, devices, item_hook)
+        report.workers = pool.stats
     try:
         if pool is not None:
             _start_workers(pool, report)
@@ -595,13 +538,8 @@ def run_each_video(
         events.file_finished(rep)
 
 
-def close_video_report(report: VideoPoolReport, started: float) -> None:
-    """Mark the videos never reached (interrupted or ``--fail-fast``) as skipped and set the job's seconds."""
-    for rep in report.files:
-        if rep.status == "planned":
-            rep.status = "skipped"
-            rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
-    report.seconds = time.perf_counter() - started
+#: Mark the videos never reached (interrupted or ``--fail-fast``) as skipped and set the job's seconds.
+close_video_report = close_report
 
 
 def _start_workers(pool: _SegmentPool, report: VideoPoolReport) -> None:
@@ -617,7 +555,7 @@ def _start_workers(pool: _SegmentPool, report: VideoPoolReport) -> None:
             for message in pool.receive(w):
                 if message[0] == "ready":
                     w.ready = True
-                    pool.video_stats[w.slot].description = message[1]
+                    pool.stats[w.slot].description = message[1]
                     precisions.append(message[2])
                     report.compiled = report.compiled or bool(message[3])
                 elif message[0] == "start_failed":
@@ -633,7 +571,7 @@ def _start_workers(pool: _SegmentPool, report: VideoPoolReport) -> None:
             pool.forget(w)
     if not pool.workers:
         raise errors[0] if errors else RuntimeError("no worker could start")
-    report.device = describe_workers(pool.video_stats[w.slot].description for w in pool.live())
+    report.device = describe_workers(pool.stats[w.slot].description for w in pool.live())
     report.precision = ", ".join(dict.fromkeys(p for p in precisions if p))
 
 
@@ -663,7 +601,7 @@ def _run_video(
     prepared = _prepare(plan, video, item, rep)
     manifest, tasks = prepared.manifest, prepared.tasks
     queue: deque[SegmentTask] = deque(t for t in tasks if t.number not in prepared.done)
-    attempts = {t.number: 0 for t in tasks}
+    retries = Retries(report, (t.number for t in tasks))
     complete: dict[int, dict[str, Any]] = dict(prepared.done)
     stages = {"decode": StageStats(), "model": StageStats(), "encode": StageStats()}
     rep.stages = stages
@@ -678,7 +616,7 @@ def _run_video(
         manifest.segments = [complete[n] for n in sorted(complete)]
         manifest.save()
         results.append(result)
-        frames_done += count_result(result, stages, pool.video_stats[w.slot])
+        frames_done += count_result(result, stages, pool.stats[w.slot])
         events.frames_done(frames_done)
         events.segment_done(rep, len(complete))
 
@@ -693,7 +631,7 @@ def _run_video(
         if kind == "result":
             record(w, task, message[2])
         elif kind == "failed":
-            pool.video_stats[w.slot].failed += 1
+            pool.stats[w.slot].failed += 1
             failure.append(f"segment {task.number}: {message[2]}")
             queue.clear()
 
@@ -701,7 +639,7 @@ def _run_video(
         for message in pool.receive(w):
             handle(w, message)
         pool.forget(w)
-        stats = pool.video_stats[w.slot]
+        stats = pool.stats[w.slot]
         cause = exit_cause(w.process.exitcode)
         by_key = {t.key: t for t in tasks}
         held = [by_key[k] for k in w.assigned if k in by_key]
@@ -709,20 +647,16 @@ def _run_video(
             log.warning("the worker on %s %s; its segment goes back in the queue", w.device, cause)
         for task in held:
             _remove_partial(task)
-            if w.assigned[task.key]:
-                attempts[task.number] += 1
-                report.retries += 1
-                if attempts[task.number] >= MAX_ATTEMPTS:
-                    failure.append(
-                        f"segment {task.number}: the worker died each of the {MAX_ATTEMPTS} times it ran it "
-                        f"(last: on {w.device}, {cause})"
-                    )
-                    queue.clear()
-                    continue
+            if w.assigned[task.key] and not retries.died(task.number):
+                failure.append(
+                    f"segment {task.number}: the worker died each of the {MAX_ATTEMPTS} times it ran it "
+                    f"(last: on {w.device}, {cause})"
+                )
+                queue.clear()
+                continue
             if not failure:
                 queue.appendleft(task)
-        if (queue or any(x.assigned for x in pool.live())) and stats.restarts < MAX_RESTARTS:
-            stats.restarts += 1
+        if (queue or any(x.assigned for x in pool.live())) and may_restart(stats):
             pool.start(w.slot)
 
     try:
@@ -743,7 +677,7 @@ def _run_video(
                         for message in pool.receive(w):
                             if message[0] == "ready":
                                 w.ready = True
-                                pool.video_stats[w.slot].description = message[1]
+                                pool.stats[w.slot].description = message[1]
                             elif message[0] == "start_failed":
                                 w.start_error = message[1]
                             else:

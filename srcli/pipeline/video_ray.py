@@ -23,17 +23,15 @@ paths; the tasks' paths are made absolute before they leave. ``--frames`` (a fol
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 from srcli.errors import UsageError
-from srcli.pipeline.device_pool import MAX_ATTEMPTS, MAX_RESTARTS, describe_workers, picklable_error
 from srcli.pipeline.messages import error_text
-from srcli.pipeline.ray_executor import connect_ray, import_ray, ray_slots
+from srcli.pipeline.ray_executor import Outcome, RayPool, RayWorker, connect_ray, import_ray
 from srcli.pipeline.video import PlannedVideo, VideoPlan
 from srcli.pipeline.video_devices import (
     SegmentHook,
@@ -49,37 +47,18 @@ from srcli.pipeline.video_devices import (
     count_result,
     run_each_video,
 )
-from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport, VideoOptions
-
-if TYPE_CHECKING:
-    from srcli.engine.options import RunOptions
+from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport
+from srcli.pipeline.worker_pool import MAX_ATTEMPTS, Retries, describe_workers
 
 log = logging.getLogger("srcli.upscale")
 
 __all__ = ["RaySegmentWorker", "run_video_job_on_ray"]
 
 
-class RaySegmentWorker:
+class RaySegmentWorker(RayWorker):
     """A Ray actor's body: one device's model, loaded once, and one segment at a time (``make``)."""
 
-    def __init__(self, options: VideoOptions, run: RunOptions, hook: SegmentHook | None = None) -> None:
-        """Load the model for ``run``; an error is kept for ``ready`` to return (the actor itself stays up)."""
-        self.hook = hook
-        self.runner: _SegmentRunner | None = None
-        self.error: BaseException | None = None
-        try:
-            self.runner = _SegmentRunner(options, run)
-        except Exception as exc:
-            self.error = picklable_error(exc)
-
-    def ready(self) -> tuple[Any, ...]:
-        """``("ready", description, precision, compiled)``, or ``("start_failed", error)``."""
-        if self.runner is None:
-            return ("start_failed", self.error)
-        import ray
-
-        node = ray.util.get_node_ip_address()
-        return ("ready", f"{self.runner.description} on {node}", self.runner.precision, self.runner.compiled)
+    runner_type = _SegmentRunner
 
     def make(self, task: SegmentTask) -> dict[str, Any]:
         """Run the hook (tests), then decode, upscale and encode ``task``'s segment; its result fields."""
@@ -89,96 +68,8 @@ class RaySegmentWorker:
         return self.runner.run(task)
 
 
-@dataclass
-class _Actor:
-    slot: int
-    handle: Any
-    ready: bool = False
-    #: The segment it is making (``None``: idle or starting).
-    task: SegmentTask | None = None
-
-
-@dataclass
-class _Outcome:
-    """What one finished Ray call says: ``ready``, ``start_failed``, ``result``, ``failed`` or ``died``."""
-
-    kind: str
-    actor: _Actor
-    task: SegmentTask | None = None
-    value: Any = None
-
-
-@dataclass
-class _RayPool:
-    """The job's actors, the calls in flight, and each slot's work."""
-
-    ray: Any
-    remote: Any
-    options: VideoOptions
-    run: RunOptions
-    hook: SegmentHook | None
-    stats: list[VideoWorkerStats]
-    actors: dict[int, _Actor] = field(default_factory=dict)
-    pending: dict[Any, tuple[int, SegmentTask | None]] = field(default_factory=dict)
-
-    def start(self, slot: int) -> None:
-        """Start (or start again) the actor of ``slot``; its ``ready`` call is in flight."""
-        handle = self.remote.remote(self.options, self.run, self.hook)
-        self.actors[slot] = _Actor(slot=slot, handle=handle)
-        self.pending[handle.ready.remote()] = (slot, None)
-
-    def submit(self, actor: _Actor, task: SegmentTask) -> None:
-        """Give ``task`` to the idle, ready ``actor``."""
-        actor.task = task
-        self.pending[actor.handle.make.remote(task)] = (actor.slot, task)
-
-    def busy(self) -> bool:
-        """Whether some actor is making a segment."""
-        return any(a.task is not None for a in self.actors.values())
-
-    def forget(self, actor: _Actor) -> None:
-        """Drop ``actor`` (killing it, if it still runs)."""
-        if self.actors.get(actor.slot) is actor:
-            del self.actors[actor.slot]
-        with contextlib.suppress(Exception):
-            self.ray.kill(actor.handle)
-
-    def next(self) -> _Outcome | None:
-        """Wait for the next call in flight to finish; ``None`` when it was an actor already dropped."""
-        from ray.exceptions import RayActorError, RayError
-
-        done, _ = self.ray.wait(list(self.pending), num_returns=1)
-        slot, task = self.pending.pop(done[0])
-        actor = self.actors.get(slot)
-        if actor is None:
-            return None
-        try:
-            value = self.ray.get(done[0])
-        except RayActorError as exc:
-            return _Outcome("died", actor, task, exc)
-        except RayError as exc:  # our own code raised in the actor; the actor goes on
-            if task is None:
-                return _Outcome("start_failed", actor, None, UsageError(error_text(exc)))
-            return _Outcome("failed", actor, task, error_text(exc))
-        if task is not None:
-            return _Outcome("result", actor, task, value)
-        return _Outcome(value[0], actor, None, value[1:] if value[0] == "ready" else value[1])
-
-    def became_ready(self, outcome: _Outcome) -> None:
-        """Record the ``ready`` answer of a (re)started actor."""
-        outcome.actor.ready = True
-        self.stats[outcome.actor.slot].description = outcome.value[0]
-
-    def kill_all(self) -> list[SegmentTask]:
-        """Kill every actor at once and wait for their calls to end; the segments they were making."""
-        in_flight = [a.task for a in self.actors.values() if a.task is not None]
-        for actor in list(self.actors.values()):
-            self.forget(actor)
-        with contextlib.suppress(Exception):
-            # ray.kill returns at once: the calls in flight fail once their actors are gone, not before.
-            self.ray.wait(list(self.pending), num_returns=len(self.pending))
-        self.pending.clear()
-        return in_flight
+#: The job's actors (``ray_executor.RayPool``) with per-slot video stats.
+_RayPool = RayPool[VideoWorkerStats]
 
 
 def _absolute(task: SegmentTask) -> SegmentTask:
@@ -220,12 +111,9 @@ def run_video_job_on_ray(
     owns_ray = connect_ray(ray, address, num_cpus)
     pool: _RayPool | None = None
     try:
-        count, resources, run = ray_slots(ray, plan.options.run)
-        remote = ray.remote(max_restarts=0, max_task_retries=0, **resources)(RaySegmentWorker)
-        stats = [VideoWorkerStats(slot=i, device=run.device) for i in range(count)]
-        report.workers = stats
-        pool = _RayPool(ray, remote, plan.options, run, item_hook, stats)
-        _start_actors(pool, report, count)
+        pool = RayPool.for_job(ray, RaySegmentWorker, "make", plan.options, item_hook, VideoWorkerStats)
+        report.workers = pool.stats
+        _start_actors(pool, report)
         started = time.perf_counter()
 
         def run_one(video: int, item: PlannedVideo, rep: VideoFileReport) -> None:
@@ -242,12 +130,11 @@ def run_video_job_on_ray(
     return report
 
 
-def _start_actors(pool: _RayPool, report: VideoPoolReport, count: int) -> None:
-    """Start ``count`` actors and wait until each has loaded its model or failed; raise if none could."""
+def _start_actors(pool: _RayPool, report: VideoPoolReport) -> None:
+    """Start every slot's actor and wait until each has loaded its model or failed; raise if none could."""
     errors: list[BaseException] = []
     precisions: list[str] = []
-    for slot in range(count):
-        pool.start(slot)
+    pool.start_all()
     while pool.pending:
         outcome = pool.next()
         if outcome is None:
@@ -282,7 +169,7 @@ def _run_video(
     prepared = _prepare(plan, video, item, rep)
     manifest = prepared.manifest
     queue: deque[SegmentTask] = deque(_absolute(t) for t in prepared.tasks if t.number not in prepared.done)
-    attempts = {t.number: 0 for t in prepared.tasks}
+    retries = Retries(report, (t.number for t in prepared.tasks))
     complete: dict[int, dict[str, Any]] = dict(prepared.done)
     stages = {"decode": StageStats(), "model": StageStats(), "encode": StageStats()}
     rep.stages = stages
@@ -291,30 +178,26 @@ def _run_video(
     events.file_started(rep, rep.source_frames, frames_done)
     failure: list[str] = []
 
-    def died(outcome: _Outcome) -> None:
+    def died(outcome: Outcome) -> None:
         actor, task = outcome.actor, outcome.task
-        pool.forget(actor)
+        cause = pool.died(outcome)
         stats = pool.stats[actor.slot]
-        cause = f"its Ray actor died ({type(outcome.value).__name__}: killed, out of memory or its node lost)"
         if task is not None:
             _remove_partial(task)
             log.warning("the actor on %s died; segment %d goes back in the queue", stats.description, task.number)
-            attempts[task.number] += 1
-            report.retries += 1
-            if attempts[task.number] >= MAX_ATTEMPTS:
+            if not retries.died(task.number):
                 failure.append(f"segment {task.number}: {cause} each of the {MAX_ATTEMPTS} times it ran")
                 queue.clear()
             elif not failure:
                 queue.appendleft(task)
-        if (queue or pool.busy()) and stats.restarts < MAX_RESTARTS:
-            stats.restarts += 1
-            pool.start(actor.slot)
+        pool.restart(actor.slot, bool(queue or pool.busy()))
 
     try:
         while queue or pool.busy():
             for actor in list(pool.actors.values()):
                 if actor.ready and actor.task is None and queue:
-                    pool.submit(actor, queue.popleft())
+                    task = queue.popleft()
+                    pool.submit(actor, task, task)
             if not pool.pending:
                 failure.append("no Ray actor left to run it")
                 break
