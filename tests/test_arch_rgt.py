@@ -130,12 +130,17 @@ def test_goldens_cover_both_variants(shared_dir):
         "rgt_x4__in_64x64.safetensors",
     ],
 )
+@pytest.mark.parametrize("path", ["default", "plain"])
+@pytest.mark.filterwarnings("ignore:TF32 acceleration")
 @pytest.mark.slow
-def test_golden_output(shared_dir, case_file):
+def test_golden_output(shared_dir, case_file, path):
+    """The authors' outputs, on the path fp32 CPU inference takes (oneDNN's fused linear and convolution
+    operators, both L-SA branches in one attention call) and on the plain path that training, autocast,
+    GPUs and ``torch.compile`` take (here forced by turning oneDNN off)."""
     case = next(c for c in _golden_cases(shared_dir) if c["file"] == case_file)
     tensors = load_file(str(shared_dir / "golden" / case_file))
     module = _recipe_model(shared_dir, case["variant"], case["scale"])
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.backends.mkldnn.flags(enabled=path == "default"):
         out = module(tensors["input"])
     assert list(out.shape) == case["output_shape"]
     diff = (out - tensors["output"]).abs()
