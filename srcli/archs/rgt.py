@@ -670,6 +670,16 @@ class RGSA(nn.Module):
         self.cpe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.proj = nn.Linear(dim, dim)
 
+    def _pooled(self, x: Tensor, size: tuple[int, int]) -> tuple[Tensor, int, int]:
+        """The recursive reduction of the ``h x w`` token map: (B, h'*w', Cr) normalised tokens, h', w'."""
+        h, w = size
+        pooled = _to_image(x, h, w)
+        for _ in range(recursion_depth(h, w, self.training)):
+            pooled = self.reduction1(pooled)
+        pooled = self.conv(self.dwconv(pooled))
+        ph, pw = pooled.shape[-2:]
+        return self.norm_act(_to_tokens(pooled)), ph, pw
+
     def forward(
         self, x: Tensor, size: tuple[int, int], constants: object = None, residual: Tensor | None = None
     ) -> Tensor:
@@ -677,15 +687,9 @@ class RGSA(nn.Module):
         block interface and ignored (RG-SA has no shape tables)."""
         if _cpu_fast_path(x):
             return self._forward_fast(x, size, residual)
-        h, w = size
         b, n, c = x.shape
         heads = self.num_heads
-        pooled = _to_image(x, h, w)
-        for _ in range(recursion_depth(h, w, self.training)):
-            pooled = self.reduction1(pooled)
-        pooled = self.conv(self.dwconv(pooled))
-        ph, pw = pooled.shape[-2:]
-        rep = self.norm_act(_to_tokens(pooled))  # (B, h'w', Cr)
+        rep, ph, pw = self._pooled(x, size)
         q = self.q(x).view(b, n, heads, -1).transpose(1, 2)
         k = self.k(rep).view(b, ph * pw, heads, -1).transpose(1, 2)
         v = self.v(rep)  # (B, h'w', C); channel = head * head_dim + d
@@ -703,16 +707,10 @@ class RGSA(nn.Module):
         ``heads * L`` outputs instead of ``q = x W_q`` then ``q k^T``), and the output is ``P @ (v_h W_proj,h^T)``
         (one product of depth ``heads * L`` instead of ``P v`` then the C x C projection).
         """
-        h, w = size
         b, n, c = x.shape
         heads = self.num_heads
-        pooled = _to_image(x, h, w)
-        for _ in range(recursion_depth(h, w, self.training)):
-            pooled = self.reduction1(pooled)
-        pooled = self.conv(self.dwconv(pooled))
-        ph, pw = pooled.shape[-2:]
+        rep, ph, pw = self._pooled(x, size)
         keys = ph * pw
-        rep = self.norm_act(_to_tokens(pooled))  # (B, L, Cr)
         k = _dense(rep, self.k.weight, self.k.bias)  # (B, L, Cr); channel = head * Cr/heads + d
         v = _dense(rep, self.v.weight, self.v.bias)  # (B, L, C); channel = head * C/heads + e
         v = v + _to_tokens(self.cpe(_to_image(v, ph, pw)))
