@@ -215,6 +215,15 @@ def _passes_for(scale: int, outscale: float | None) -> int:
     return passes
 
 
+def _plan_image(loaded: LoadedModel, x: torch.Tensor, options: EngineOptions) -> tuple[int, int | None, int, int]:
+    """(overlap, tile, batch, model passes) for ``x`` (N, 3, H, W) on its device, as both entry points plan them."""
+    overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
+    if overlap < 0:
+        raise UsageError(f"--tile-overlap must be >= 0, not {overlap}")
+    tile, batch = plan_tile(loaded, x.shape[-2], x.shape[-1], options, x.device)
+    return overlap, tile, batch, _passes_for(loaded.scale, options.outscale)
+
+
 def upscale_tensor(
     loaded: LoadedModel,
     x: torch.Tensor,
@@ -233,11 +242,7 @@ def upscale_tensor(
         raise ValueError(f"expected (N, 3, H, W), got {tuple(x.shape)}")
     device = x.device
     n, _, h, w = x.shape
-    overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
-    if overlap < 0:
-        raise UsageError(f"--tile-overlap must be >= 0, not {overlap}")
-    tile, batch = plan_tile(loaded, h, w, options, device)
-    passes = _passes_for(loaded.scale, options.outscale)
+    overlap, tile, batch, passes = _plan_image(loaded, x, options)
     retries = 0
     # Whole images share forward passes; tiled ones go one image at a time (their tiles are batched).
     group = n if tile is None else 1
@@ -375,11 +380,7 @@ def upscale_banded(
         raise ValueError(f"upscale_banded takes one image (1, 3, H, W), got {tuple(x.shape)}")
     device = x.device
     _, _, h, w = x.shape
-    overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
-    if overlap < 0:
-        raise UsageError(f"--tile-overlap must be >= 0, not {overlap}")
-    tile, batch = plan_tile(loaded, h, w, options, device)
-    passes = _passes_for(loaded.scale, options.outscale)
+    overlap, tile, batch, passes = _plan_image(loaded, x, options)
     if not _bandable(options, passes, tile):
         result = upscale_tensor(loaded, x, options, progress=progress)
         image = result.image.cpu()

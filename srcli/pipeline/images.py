@@ -25,6 +25,7 @@ from srcli.pipeline.image_plan import ImagePlan, PlannedImage
 from srcli.pipeline.job import AlphaMode, ImageOptions
 from srcli.pipeline.messages import error_text, one_line
 from srcli.pipeline.report import BatchReport
+from srcli.pipeline.worker_pool import close_report
 
 if TYPE_CHECKING:
     import numpy as np
@@ -391,11 +392,7 @@ def run_job(
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         writers.shutdown(wait=True)
-    for rep in report.files:
-        if rep.status == "planned":
-            rep.status = "skipped"
-            rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
-    report.seconds = time.perf_counter() - started
+    close_report(report, started)
     return report
 
 

@@ -96,6 +96,12 @@ class JobPlan(Generic[OptionsT, ItemT]):
             return ()
         return self.todo
 
+    @property
+    def numbered_to_run(self) -> list[tuple[int, ItemT]]:
+        """``to_run`` with each input's position in ``items`` (and so in the report's ``files``)."""
+        run = self.to_run
+        return [(i, item) for i, item in enumerate(self.items) if item in run]
+
     def journal(self) -> OutputJournal:
         """The output journal (read fresh from disk)."""
         return OutputJournal(self.journal_root)

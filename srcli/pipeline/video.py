@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -106,6 +107,7 @@ from srcli.pipeline.video_writers import (
     other_files,
     write_timestamps,
 )
+from srcli.pipeline.worker_pool import close_report
 
 if TYPE_CHECKING:
     from srcli.engine.options import ResolvedRun
@@ -122,10 +124,12 @@ __all__ = [
     "VideoJobReport",
     "VideoOptions",
     "VideoPlan",
+    "VideoRunner",
     "frame_files",
     "parse_fps",
     "plan_video_job",
     "report_for_video_plan",
+    "run_each_video",
     "run_video_job",
 ]
 
@@ -567,7 +571,6 @@ def run_video_job(
     events = events or VideoEvents()
     options = plan.options
     report = report_for_video_plan(plan)
-    reports = {item.input: rep for item, rep in zip(plan.items, report.files, strict=True)}
     todo = plan.to_run  # --fail-fast: an input refused at planning stops the job before any work
     resolved = resolved or resolve_run(options.run)
     loaded, engine = set_up_model(
@@ -578,20 +581,46 @@ def run_video_job(
         reporter=reporter,
         default_batch=lambda d: frames_per_pass(options, d),
     )
-    journal = plan.journal()
     started = time.perf_counter()
+
+    def run_one(video: int, item: PlannedVideo, rep: VideoFileReport) -> None:
+        assert loaded is not None
+        _run_one(item, rep, plan, loaded, engine, resolved, events)
+
+    run_each_video(plan, report, plan.numbered_to_run, events, run_one)
+    close_report(report, started)
+    return report
+
+
+#: Makes one video of a plan (its index in the plan, the planned video, its report), or raises.
+VideoRunner = Callable[[int, PlannedVideo, VideoFileReport], None]
+
+
+def run_each_video(
+    plan: VideoPlan,
+    report: VideoJobReport,
+    todo: Sequence[tuple[int, PlannedVideo]],
+    events: VideoEvents,
+    run_one: VideoRunner,
+) -> None:
+    """Announce the job, then make each video of ``todo`` in turn with ``run_one``, as every executor does.
+
+    Records each made video in the output journal (a folder of frames by its timestamps file) and drives
+    ``events``; a video that fails is reported (and with ``--fail-fast`` stops the job); Ctrl-C marks the
+    video in progress and the report interrupted, and ``--resume`` continues from its complete segments.
+    """
+    journal = plan.journal()
     events.started(report)
     for rep in report.files:
         if rep.status != "planned":
             if rep.status == "failed":
                 log.error("%s", one_line(rep.input, rep.message))
             events.file_finished(rep)
-    for item in todo:
-        rep = reports[item.input]
+    for video, item in todo:
+        rep = report.files[video]
         t0 = time.perf_counter()
         try:
-            assert loaded is not None
-            _run_one(item, rep, plan, loaded, engine, resolved, events)
+            run_one(video, item, rep)
         except (KeyboardInterrupt, Interrupted) as exc:
             report.interrupt(exc)
             rep.status = "failed"
@@ -606,20 +635,14 @@ def run_video_job(
             rep.seconds = time.perf_counter() - t0
             log.error("%s", rep.message)
             events.file_finished(rep)
-            if options.fail_fast:
+            if plan.options.fail_fast:
                 break
             continue
         if rep.status == "done":
-            recorded = item.output / TIMESTAMPS_FILE if options.frames else item.output
+            recorded = item.output / TIMESTAMPS_FILE if plan.options.frames else item.output
             journal.record(recorded, item.input, plan.fingerprint)
         rep.seconds = time.perf_counter() - t0
         events.file_finished(rep)
-    for rep in report.files:
-        if rep.status == "planned":
-            rep.status = "skipped"
-            rep.message = "not processed (interrupted)" if report.interrupted else "not processed (--fail-fast)"
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _open_source(item: PlannedVideo, rep: VideoFileReport, options: VideoOptions) -> Source:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from srcli.atomic import stale_temp_files
 from srcli.errors import UsageError
-from srcli.pipeline.messages import error_text, one_line
+from srcli.pipeline.messages import error_text
 from srcli.pipeline.video import (
     PlannedVideo,
     VideoPlan,
@@ -50,11 +50,12 @@ from srcli.pipeline.video import (
     encode_settings,
     frames_per_pass,
     report_for_video_plan,
+    run_each_video,
 )
 from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport, VideoJobReport, VideoOptions
 from srcli.pipeline.video_sources import FrameFolder, Item, Source, VideoFile
 from srcli.pipeline.video_stream import ModelStage, run_stages
-from srcli.pipeline.video_writers import Manifest, SegmentWriter, drop_empty_work_dir, open_work_dir
+from srcli.pipeline.video_writers import Manifest, SegmentWriter, open_work_dir
 from srcli.pipeline.worker_pool import (
     MAX_ATTEMPTS,
     PoolReportFields,
@@ -82,11 +83,9 @@ __all__ = [
     "SegmentHook",
     "SegmentTask",
     "VideoPoolReport",
-    "VideoRunner",
     "VideoWorkerStats",
     "close_video_report",
     "count_result",
-    "run_each_video",
     "run_video_job_on_devices",
     "segment_starts",
 ]
@@ -465,7 +464,7 @@ def run_video_job_on_devices(
         raise UsageError("--devices runs a video's segments on several devices; --frames runs on one device (--device)")
     events = events or VideoEvents()
     report = VideoPoolReport.for_plan(plan, "devices")
-    todo = [(i, item) for i, item in enumerate(plan.items) if item in plan.to_run]
+    todo = plan.numbered_to_run
     pool: _SegmentPool | None = None
     started = time.perf_counter()
     if todo:
@@ -486,56 +485,6 @@ def run_video_job_on_devices(
             _stop_workers(pool)
     close_video_report(report, started)
     return report
-
-
-#: Makes one video of the plan (its position in ``plan.items``, the item, its report); raises when it fails.
-VideoRunner = Callable[[int, PlannedVideo, VideoFileReport], None]
-
-
-def run_each_video(
-    plan: VideoPlan,
-    report: VideoPoolReport,
-    todo: Sequence[tuple[int, PlannedVideo]],
-    events: VideoEvents,
-    run_one: VideoRunner,
-) -> None:
-    """Announce the job, then make each video of ``todo`` in turn with ``run_one``, as every executor does.
-
-    Records each made video in the output journal and drives ``events``; a video that fails is reported (and with
-    ``--fail-fast`` stops the job); Ctrl-C marks the video in progress and the report interrupted.
-    """
-    journal = plan.journal()
-    events.started(report)
-    for rep in report.files:
-        if rep.status != "planned":
-            if rep.status == "failed":
-                log.error("%s", one_line(rep.input, rep.message))
-            events.file_finished(rep)
-    for video, item in todo:
-        rep = report.files[video]
-        t0 = time.perf_counter()
-        try:
-            run_one(video, item, rep)
-        except KeyboardInterrupt as exc:
-            report.interrupt(exc)
-            rep.status = "failed"
-            rep.message = "interrupted: run again with --resume to continue from the complete segments"
-            rep.seconds = time.perf_counter() - t0
-            events.file_finished(rep)
-            break
-        except Exception as exc:
-            drop_empty_work_dir(item.output)
-            rep.status = "failed"
-            rep.message = one_line(rep.input, error_text(exc))
-            rep.seconds = time.perf_counter() - t0
-            log.error("%s", rep.message)
-            events.file_finished(rep)
-            if plan.options.fail_fast:
-                break
-            continue
-        journal.record(item.output, item.input, plan.fingerprint)
-        rep.seconds = time.perf_counter() - t0
-        events.file_finished(rep)
 
 
 #: Mark the videos never reached (interrupted or ``--fail-fast``) as skipped and set the job's seconds.

@@ -32,7 +32,7 @@ from typing import Any
 from srcli.errors import UsageError
 from srcli.pipeline.messages import error_text
 from srcli.pipeline.ray_executor import Outcome, RayPool, RayWorker, connect_ray, import_ray
-from srcli.pipeline.video import PlannedVideo, VideoPlan
+from srcli.pipeline.video import PlannedVideo, VideoPlan, run_each_video
 from srcli.pipeline.video_devices import (
     SegmentHook,
     SegmentTask,
@@ -45,7 +45,6 @@ from srcli.pipeline.video_devices import (
     _VideoFailed,
     close_video_report,
     count_result,
-    run_each_video,
 )
 from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport
 from srcli.pipeline.worker_pool import MAX_ATTEMPTS, Retries, describe_workers
@@ -102,7 +101,7 @@ def run_video_job_on_ray(
         raise UsageError("--ray runs a video's segments on several devices; --frames runs on one device (--device)")
     events = events or VideoEvents()
     report = VideoPoolReport.for_plan(plan, "ray")
-    todo = [(i, item) for i, item in enumerate(plan.items) if item in plan.to_run]
+    todo = plan.numbered_to_run
     started = time.perf_counter()
     if not todo:
         run_each_video(plan, report, todo, events, lambda video, item, rep: None)
