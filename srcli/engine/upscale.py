@@ -215,6 +215,15 @@ def _passes_for(scale: int, outscale: float | None) -> int:
     return passes
 
 
+def _merge_device(loaded: LoadedModel, x: torch.Tensor, device: torch.device) -> torch.device | None:
+    """Where the tiled merge of ``x``'s output lives: the CPU when the merged output (float32 colour and weight,
+    16 bytes a pixel) would take over a quarter of the accelerator's free memory; else ``None`` (the input's device).
+    """
+    out_pixels = x.shape[-2] * x.shape[-1] * loaded.scale**2
+    free = _free_memory(device)
+    return torch.device("cpu") if free is not None and out_pixels * 16 > free / 4 else None
+
+
 def _plan_image(loaded: LoadedModel, x: torch.Tensor, options: EngineOptions) -> tuple[int, int | None, int, int]:
     """(overlap, tile, batch, model passes) for ``x`` (N, 3, H, W) on its device, as both entry points plan them."""
     overlap = loaded.spec.tile_overlap if options.overlap is None else options.overlap
@@ -257,10 +266,7 @@ def upscale_tensor(
                     if y.shape[0] > 1 or (options.full_batches and tile is None and (options.batch or 1) > 1):
                         y, t, r = _whole_batch_pass(loaded, y, options, progress)
                     else:
-                        out_pixels = y.shape[-2] * y.shape[-1] * loaded.scale**2
-                        free = _free_memory(device)
-                        # A merged output too large for the accelerator accumulates in host memory.
-                        accumulate_on = torch.device("cpu") if free is not None and out_pixels * 16 > free / 4 else None
+                        accumulate_on = _merge_device(loaded, y, device)
                         y, t, r = _model_pass(loaded, y, tile, overlap, batch, options, accumulate_on, progress)
                     y = y.to(device).clamp_(0, 1)
                     tiles, refined = tiles + t, refined + r
@@ -379,7 +385,6 @@ def upscale_banded(
     if x.dim() != 4 or x.shape[0] != 1 or x.shape[1] != 3:
         raise ValueError(f"upscale_banded takes one image (1, 3, H, W), got {tuple(x.shape)}")
     device = x.device
-    _, _, h, w = x.shape
     overlap, tile, batch, passes = _plan_image(loaded, x, options)
     if not _bandable(options, passes, tile):
         result = upscale_tensor(loaded, x, options, progress=progress)
@@ -396,10 +401,7 @@ def upscale_banded(
     started = time.perf_counter()
     while True:
         assert tile is not None
-        out_pixels = h * w * loaded.scale**2
-        free = _free_memory(device)
-        # As upscale_tensor: the merge of an output too large for the accelerator lives in host memory.
-        accumulate_on = torch.device("cpu") if free is not None and out_pixels * 16 > free / 4 else None
+        accumulate_on = _merge_device(loaded, x, device)
         try:
             done = tiled_forward_bands(
                 loaded,
