@@ -3,10 +3,7 @@ default without Python type names, and arguments the words alone can refute fail
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +15,7 @@ from typer.testing import CliRunner
 from srcli.cli import app
 from srcli.cli.common import SCALE_DEFAULT_TEXT, run_options
 from srcli.registry import DEFAULT_MODEL
+from tests.cli_probe import run_fresh
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,32 +171,12 @@ BAD_ARGUMENTS = [
     (["train", "-m", "bicubic", "--train-dir", "x", "-o", "y"], "no parameters to train"),
 ]
 
-_PROBE = """
-import contextlib, io, json, sys
-from srcli.cli import main
-seen = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(argv)
-    seen.append([code, err.getvalue(), "torch" in sys.modules])
-print(json.dumps(seen))
-"""
-
 
 @pytest.mark.slow
 def test_argument_errors_fail_in_one_line_before_torch_loads() -> None:
-    argvs = json.dumps([argv for argv, _ in BAD_ARGUMENTS])
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, argvs],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200", "SRCLI_OFFLINE": "1"},
-    )
-    assert out.returncode == 0, out.stderr
-    for (argv, message), (code, err, torch_loaded) in zip(BAD_ARGUMENTS, json.loads(out.stdout), strict=True):
+    env = {**os.environ, "COLUMNS": "200", "SRCLI_OFFLINE": "1"}
+    seen = run_fresh([argv for argv, _ in BAD_ARGUMENTS], cwd=REPO, env=env)
+    for (argv, message), (code, err, torch_loaded) in zip(BAD_ARGUMENTS, seen, strict=True):
         assert code == 2, (argv, err)
         assert err.startswith("error: ") and err.count("\n") == 1 and message in err, (argv, err)
         assert not torch_loaded, argv

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from srcli.errors import UsageError
+from tests.cli_probe import run_fresh
 from tests.conftest import require_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,19 +215,6 @@ def test_bench_json_records_are_read_by_model_and_scale(tmp_path: Path) -> None:
         bench_speeds([tmp_path / "bad.json"])
 
 
-_PROBE = """
-import contextlib, io, json, sys
-from srcli.cli import main
-seen = []
-for argv in json.loads(sys.argv[1]):
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(argv)
-    seen.append([code, err.getvalue(), "torch" in sys.modules])
-print(json.dumps(seen))
-"""
-
-
 def test_bad_metric_options_are_refused_in_one_line_before_torch(tmp_path: Path) -> None:
     base = ["eval", "-m", "bicubic", "-d", "set5", "-s", "4"]
     cases = [
@@ -236,15 +224,8 @@ def test_bad_metric_options_are_refused_in_one_line_before_torch(tmp_path: Path)
         (["--plot", "p.png", "--plot-x", "mps"], "--plot-x mps needs --bench-json"),
         (["--plot-metric", "gmsd"], "go with --plot"),
     ]
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps([base + extra for extra, _ in cases])],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    for (code, err, torch_loaded), (_, message) in zip(json.loads(out.stdout), cases, strict=True):
+    seen = run_fresh([base + extra for extra, _ in cases], cwd=tmp_path)
+    for (code, err, torch_loaded), (_, message) in zip(seen, cases, strict=True):
         assert code == 2 and message in err and not torch_loaded
         assert len(err.strip().splitlines()) == 1
 
