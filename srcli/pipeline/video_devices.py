@@ -84,7 +84,6 @@ __all__ = [
     "SegmentTask",
     "VideoPoolReport",
     "VideoWorkerStats",
-    "close_video_report",
     "count_result",
     "run_video_job_on_devices",
     "segment_starts",
@@ -483,12 +482,8 @@ def run_video_job_on_devices(
     finally:
         if pool is not None:
             _stop_workers(pool)
-    close_video_report(report, started)
+    close_report(report, started)
     return report
-
-
-#: Mark the videos never reached (interrupted or ``--fail-fast``) as skipped and set the job's seconds.
-close_video_report = close_report
 
 
 def _start_workers(pool: _SegmentPool, report: VideoPoolReport) -> None:

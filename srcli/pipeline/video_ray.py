@@ -43,11 +43,10 @@ from srcli.pipeline.video_devices import (
     _remove_partial,
     _SegmentRunner,
     _VideoFailed,
-    close_video_report,
     count_result,
 )
 from srcli.pipeline.video_report import StageStats, VideoEvents, VideoFileReport
-from srcli.pipeline.worker_pool import MAX_ATTEMPTS, Retries, describe_workers
+from srcli.pipeline.worker_pool import MAX_ATTEMPTS, Retries, close_report, describe_workers
 
 log = logging.getLogger("srcli.upscale")
 
@@ -105,7 +104,7 @@ def run_video_job_on_ray(
     started = time.perf_counter()
     if not todo:
         run_each_video(plan, report, todo, events, lambda video, item, rep: None)
-        close_video_report(report, started)
+        close_report(report, started)
         return report
     owns_ray = connect_ray(ray, address, num_cpus)
     pool: _RayPool | None = None
@@ -125,7 +124,7 @@ def run_video_job_on_ray(
             pool.kill_all()
         if owns_ray:
             ray.shutdown()
-    close_video_report(report, started)
+    close_report(report, started)
     return report
 
 
