@@ -49,17 +49,18 @@ def _resolve(
     return resolve_run(check_run(run)), loaded
 
 
-def _array_to_frame(array: np.ndarray) -> tuple[Any, bool, Any]:
-    """(H, W[, C]) uint8 / uint16 / float array -> (Frame, grey, dtype)."""
+def _array_to_frame(array: np.ndarray) -> tuple[Any, bool, int | None]:
+    """(H, W[, C]) uint8 / uint16 / float array -> (Frame, grey, bit depth: 8, 16, or ``None`` for float)."""
     import numpy as np
 
     from srcli.io.imagefile import Frame
 
     dtype = array.dtype
+    depth: int | None = None
     if dtype == np.uint8:
-        a = array.astype(np.float32) / 255.0
+        a, depth = array.astype(np.float32) / 255.0, 8
     elif dtype == np.uint16:
-        a = array.astype(np.float32) / 65535.0
+        a, depth = array.astype(np.float32) / 65535.0, 16
     elif np.issubdtype(dtype, np.floating):
         a = np.clip(array.astype(np.float32), 0.0, 1.0)
     else:
@@ -72,7 +73,7 @@ def _array_to_frame(array: np.ndarray) -> tuple[Any, bool, Any]:
     grey = channels in (1, 2)
     colour = np.repeat(a[..., :1], 3, axis=2) if grey else a[..., :3]
     alpha = a[..., -1] if channels in (2, 4) else None
-    return Frame(rgb=np.ascontiguousarray(colour), alpha=alpha, duration_ms=None), grey, dtype
+    return Frame(rgb=np.ascontiguousarray(colour), alpha=alpha, duration_ms=None), grey, depth
 
 
 def _frame_to_array(frame: Any) -> np.ndarray:
@@ -165,13 +166,12 @@ def upscale(
         return y[0] if single else y
 
     def run_array(array: np.ndarray) -> np.ndarray:
-        frame, grey, dtype = _array_to_frame(array)
-        depth = {np.dtype(np.uint8): 8, np.dtype(np.uint16): 16}.get(np.dtype(dtype))
+        frame, grey, depth = _array_to_frame(array)
         result = _process_frame(
             loaded, frame, grey=grey, alpha_mode=alpha, engine=engine, device=run_device, tiles=None, bit_depth=depth
         )
         out = _frame_to_array(result.frame)
-        return out if depth is not None else out.astype(dtype)
+        return out if depth is not None else out.astype(array.dtype)
 
     if isinstance(image, np.ndarray):
         return run_array(image)
